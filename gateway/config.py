@@ -1,0 +1,276 @@
+"""Configuration: one TOML file, one frozen pydantic tree, unknown keys rejected, units in names."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Model):
+    """Who this gateway is and where it keeps state."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    site: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    state_dir: Path = Path("/var/lib/dock-gateway")
+
+
+class TlsSection(_Model):
+    """TLS to the broker: CA verification is on whenever this section is present."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "cert_file and key_file go together"
+            raise ValueError(msg)
+        return self
+
+
+class MqttSection(_Model):
+    """The broker link; the password is read from the environment variable named by `password_env`."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")] = "returns"
+    client_id: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    tls: TlsSection | None = None
+    keepalive_s: Annotated[int, Field(ge=2, le=3600)] = 30
+    delivery: Literal["broker", "wms"] = "broker"
+    format: Literal["json", "epcis"] = "json"
+    ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    stall_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    kpi_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+
+    def password(self) -> str | None:
+        """The broker password from the environment, or None; never logged."""
+        if self.password_env is None:
+            return None
+        return os.environ.get(self.password_env)
+
+
+class BufferSection(_Model):
+    """The SQLite buffer: a byte budget, journal batching and retention of delivered movements."""
+
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 2 * 1024**3
+    journal_batch_ms: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    journal_batch_max: Annotated[int, Field(ge=1)] = 2000
+    delivered_retention_s: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class PatternsSection(_Model):
+    """Regular expressions that recognise non-GS1 codes a returns dock uses."""
+
+    rma: str = r"^RMA-[0-9A-Z]+$"
+    rma_close: str = r"^RMA-CLOSE$"
+    location: str = r"^LOC-[0-9A-Z-]+$"
+    disposition: str = r"^DISP-(RESTOCK|REPAIR|RECYCLE|DISPOSE|DONATE)$"
+
+
+class StationSection(_Model):
+    """A place in the returns flow; its kind picks the rules that make movements."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    kind: Literal["receiving", "inspection", "restock", "disposal"]
+    rssi_floor_dbm: float = -80.0
+    absent_s: Annotated[float, Field(gt=0)] = 3.0
+    stray_dwell_s: Annotated[float, Field(ge=0)] = 20.0
+    rescan_window_s: Annotated[float, Field(ge=0)] = 5.0
+    rma_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    location_uri: str | None = None
+
+
+class _ReaderBase(_Model):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    station: str
+
+
+class ReplayReader(_ReaderBase):
+    """Replays raw events from a JSONL file (the format `gateway buffer export --raw` writes)."""
+
+    kind: Literal["replay"]
+    file: Path
+    rate_per_s: Annotated[float, Field(gt=0)] = 1000.0
+
+
+class LlrpReader(_ReaderBase):
+    """A fixed LLRP reader (Impinj, Zebra, ...) driven through sllurp."""
+
+    kind: Literal["llrp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 5084
+    profile: str = "generic-llrp-portal"
+    zones: dict[str, list[int]] = Field(default_factory=dict)
+    clock_drift_max_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class TcpScanner(_ReaderBase):
+    """A TCP listener for network scanners and handhelds, one scan per line."""
+
+    kind: Literal["tcp-scanner"]
+    listen: str = "127.0.0.1:51000"
+    devices: dict[str, str] = Field(default_factory=dict)
+    device_stations: dict[str, str] = Field(default_factory=dict)
+    max_line_bytes: Annotated[int, Field(ge=16, le=65536)] = 4096
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+
+class SerialScanner(_ReaderBase):
+    """A serial scanner (USB CDC-ACM, RS-232, Bluetooth SPP) by path or pyserial URL."""
+
+    kind: Literal["serial-scanner"]
+    url: str
+    baud: Annotated[int, Field(gt=0)] = 9600
+    suffix: Literal["CR", "LF", "CRLF", "none"] = "CR"
+    inter_char_timeout_s: Annotated[float, Field(gt=0)] = 0.1
+    max_scan_bytes: Annotated[int, Field(ge=16, le=65536)] = 4096
+
+
+class HidScanner(_ReaderBase):
+    """A keyboard-wedge scanner through evdev, grabbed so keystrokes do not reach a console."""
+
+    kind: Literal["hid-scanner"]
+    device: str
+    gs_key: str = "KEY_F8"
+    grab: bool = True
+    max_scan_bytes: Annotated[int, Field(ge=16, le=65536)] = 4096
+
+
+ReaderSection = Annotated[
+    ReplayReader | LlrpReader | TcpScanner | SerialScanner | HidScanner,
+    Field(discriminator="kind"),
+]
+
+
+class HealthSection(_Model):
+    """The local health and metrics HTTP endpoint."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    gateway: GatewaySection
+    mqtt: MqttSection = MqttSection()
+    buffer: BufferSection = BufferSection()
+    patterns: PatternsSection = PatternsSection()
+    health: HealthSection = HealthSection()
+    stations: list[StationSection] = Field(default_factory=list)
+    readers: list[ReaderSection] = Field(default_factory=list)
+
+    @field_validator("stations")
+    @classmethod
+    def _unique_stations(cls, stations: list[StationSection]) -> list[StationSection]:
+        seen: set[str] = set()
+        for station in stations:
+            if station.id in seen:
+                msg = f"duplicate station id {station.id!r}"
+                raise ValueError(msg)
+            seen.add(station.id)
+        return stations
+
+    @model_validator(mode="after")
+    def _readers_point_at_stations(self) -> Config:
+        stations = {s.id for s in self.stations}
+        seen: set[str] = set()
+        for index, reader in enumerate(self.readers):
+            if reader.id in seen:
+                msg = f"readers.{index}.id: duplicate reader id {reader.id!r}"
+                raise ValueError(msg)
+            seen.add(reader.id)
+            if reader.station not in stations:
+                msg = f"readers.{index}.station: no station {reader.station!r} in [[stations]]"
+                raise ValueError(msg)
+        return self
+
+    def station(self, station_id: str) -> StationSection:
+        """The station with this id (validated to exist for every reader)."""
+        for station in self.stations:
+            if station.id == station_id:
+                return station
+        raise KeyError(station_id)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; relative paths resolve against the file's folder."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read: {exc}") from exc
+    return parse_config(raw, base_dir=path.resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
+    """Validate a config mapping; raise ConfigError naming the first bad key."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc) from exc
+    if base_dir is None:
+        return config
+    return _resolve_paths(config, base_dir)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    if error["type"] == "extra_forbidden":
+        return ConfigError(key, "unknown key")
+    if error["type"] == "missing":
+        return ConfigError(key, "missing required key")
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+        if ": " in message and message.split(": ", 1)[0].startswith("readers."):
+            key, message = message.split(": ", 1)
+    return ConfigError(key or "(top level)", message)
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and part in {
+        "replay",
+        "llrp",
+        "tcp-scanner",
+        "serial-scanner",
+        "hid-scanner",
+    }
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    def resolve(path: Path) -> Path:
+        return path if path.is_absolute() else base_dir / path
+
+    readers = [
+        reader.model_copy(update={"file": resolve(reader.file)})
+        if isinstance(reader, ReplayReader)
+        else reader
+        for reader in config.readers
+    ]
+    gateway = config.gateway.model_copy(update={"state_dir": resolve(config.gateway.state_dir)})
+    return config.model_copy(update={"readers": readers, "gateway": gateway})

@@ -1,0 +1,1 @@
+"""Input drivers: one package per input kind, all behind the `ReaderDriver` Protocol."""

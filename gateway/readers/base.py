@@ -1,0 +1,60 @@
+"""The small interface every reader and scanner driver satisfies, and its health record."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+from gateway.domain.events import RawEvent
+
+ReaderState = Literal[
+    "idle", "connecting", "connected", "inventorying", "silent", "rejected-config", "down", "done"
+]
+
+
+@dataclass(slots=True)
+class ReaderHealth:
+    """Mutable health of one driver, read by the supervisor, status topic and metrics."""
+
+    reader: str
+    kind: str
+    state: ReaderState = "idle"
+    events: int = 0
+    bad_input: int = 0
+    reconnects: int = 0
+    last_event_at_s: float | None = None
+    last_error: str | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+class ReaderDriver(Protocol):
+    """`async with driver:` connects; `events()` yields domain events; losing the device raises ReaderUnavailable."""
+
+    @property
+    def id(self) -> str:
+        """The configured reader id."""
+        ...
+
+    @property
+    def health(self) -> ReaderHealth:
+        """Live health of this driver."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Connect; raise ReaderUnavailable if the device cannot be reached."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Disconnect, releasing every thread, socket and file within a few seconds."""
+        ...
+
+    def events(self) -> AsyncIterator[RawEvent]:
+        """Yield events until the input ends (replay) or fails (raises ReaderUnavailable)."""
+        ...

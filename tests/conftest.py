@@ -1,0 +1,55 @@
+"""Shared fixtures: a real mosquitto per test, the conformance folder, leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import Mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = ROOT.parent / "shared" / "conformance"
+
+
+@pytest.fixture(scope="session")
+def conformance() -> Path:
+    """The shared conformance data folder (../shared/conformance beside the repo)."""
+    if not CONFORMANCE.is_dir():
+        pytest.fail(f"conformance data not found at {CONFORMANCE}: clone with ../shared beside it")
+    return CONFORMANCE
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running private mosquitto on a free loopback port."""
+    with Mosquitto(tmp_path / "mosquitto") as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread of its own running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = 50
+    leaked: list[threading.Thread] = []
+    for _ in range(deadline):
+        leaked = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.daemon and "asyncio" not in t.name
+        ]
+        if not leaked:
+            return
+        threading.Event().wait(0.1)
+    pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+
+
+def run_async(coro: object) -> object:
+    """Run a coroutine in a fresh loop and fail if it leaves tasks behind."""
+    assert asyncio.iscoroutine(coro)
+    return asyncio.run(coro)
