@@ -1,0 +1,238 @@
+"""Expected returns announced by the WMS: matching received items to RMAs, duplicates, completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.domain.movements import Item
+from gateway.errors import InputError
+
+MAX_RMAS = 200_000
+MAX_ITEMS_PER_RMA = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedLine:
+    """One announced line: an EPC, a GTIN with serial, or a GTIN with a quantity."""
+
+    epc: str | None = None
+    gtin: str | None = None
+    serial: str | None = None
+    qty: int = 1
+
+
+@dataclass(slots=True)
+class Rma:
+    """An announced return and what has arrived of it so far."""
+
+    rma: str
+    customer: str | None
+    lines: list[ExpectedLine]
+    expires_at_s: float | None
+    received: dict[str, int] = field(default_factory=dict)  # item key -> times received
+    line_counts: list[int] = field(default_factory=list)
+    completed: bool = False
+
+    def is_complete(self) -> bool:
+        """Every line received at least its quantity."""
+        return all(count >= line.qty for count, line in zip(self.line_counts, self.lines, strict=True))
+
+
+Receipt = Literal["new", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Where a received item belongs."""
+
+    rma: str
+    line: int
+
+
+class ExpectedReturns:
+    """Registry of open RMAs with indexes by EPC, by GTIN+serial and by GTIN."""
+
+    def __init__(self) -> None:
+        self._rmas: dict[str, Rma] = {}
+        self._by_epc: dict[str, tuple[str, int]] = {}
+        self._by_serial: dict[tuple[str, str], tuple[str, int]] = {}
+        self._by_gtin: dict[str, list[tuple[str, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rmas)
+
+    def open_count(self) -> int:
+        """RMAs announced and not yet complete."""
+        return sum(1 for rma in self._rmas.values() if not rma.completed)
+
+    def apply(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply an `expected-returns` command (add, replace, cancel); return a result summary."""
+        action = command.get("action", "add")
+        if action not in {"add", "replace", "cancel"}:
+            raise InputError("expected-returns", f"unknown action {str(action)[:20]!r}")
+        if action == "replace":
+            self._rmas.clear()
+            self._reindex()
+        entries = command.get("rmas")
+        if entries is None:
+            entries = [command] if "rma" in command else []
+        if not isinstance(entries, list):
+            raise InputError("expected-returns", "'rmas' must be a list")
+        if action == "cancel":
+            cancelled = 0
+            for entry in entries:
+                rma_id = entry.get("rma") if isinstance(entry, dict) else entry
+                if isinstance(rma_id, str) and self._rmas.pop(rma_id, None) is not None:
+                    cancelled += 1
+            self._reindex()
+            return {"action": "cancel", "cancelled": cancelled, "open": self.open_count()}
+        parsed = [_parse_rma(entry) for entry in entries]
+        if len(self._rmas) + len(parsed) > MAX_RMAS:
+            raise InputError("expected-returns", f"more than {MAX_RMAS} open RMAs")
+        for rma in parsed:
+            previous = self._rmas.get(rma.rma)
+            if previous is not None:
+                rma.received = previous.received
+                rma.line_counts = previous.line_counts[: len(rma.lines)]
+            rma.line_counts += [0] * (len(rma.lines) - len(rma.line_counts))
+            self._rmas[rma.rma] = rma
+        self._reindex()
+        return {"action": action, "accepted": len(parsed), "open": self.open_count()}
+
+    def match(self, item: Item) -> Match | None:
+        """The RMA line this item belongs to, if any was announced."""
+        hit = None
+        if item.epc is not None:
+            hit = self._by_epc.get(item.epc)
+        if hit is None and item.gtin is not None and item.serial is not None:
+            hit = self._by_serial.get((item.gtin, item.serial))
+        if hit is None and item.gtin is not None:
+            candidates = self._by_gtin.get(item.gtin, [])
+            for rma_id, line in candidates:
+                rma = self._rmas[rma_id]
+                if rma.line_counts[line] < rma.lines[line].qty:
+                    hit = (rma_id, line)
+                    break
+            if hit is None and candidates:
+                hit = candidates[0]
+        return None if hit is None else Match(rma=hit[0], line=hit[1])
+
+    def contains(self, rma_id: str) -> bool:
+        """Whether this RMA was announced."""
+        return rma_id in self._rmas
+
+    def receive(self, match: Match, item_key: str, *, serialised: bool) -> tuple[Receipt, bool]:
+        """Record a received item; return (new or duplicate, whether the RMA just completed).
+
+        A serialised item (EPC or GTIN + serial) arriving again is a duplicate; for a GTIN-only
+        line, units beyond the announced quantity are duplicates.
+        """
+        rma = self._rmas[match.rma]
+        line = rma.lines[match.line]
+        seen = rma.received.get(item_key, 0)
+        rma.received[item_key] = seen + 1
+        if (serialised and seen > 0) or (
+            not serialised and rma.line_counts[match.line] >= line.qty
+        ):
+            return "duplicate", False
+        rma.line_counts[match.line] += 1
+        if not rma.completed and rma.is_complete():
+            rma.completed = True
+            return "new", True
+        return "new", False
+
+    def expire(self, now_s: float) -> list[str]:
+        """Drop RMAs past their expiry; return their ids."""
+        gone = [r.rma for r in self._rmas.values() if r.expires_at_s is not None and r.expires_at_s < now_s]
+        for rma_id in gone:
+            del self._rmas[rma_id]
+        if gone:
+            self._reindex()
+        return gone
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """JSON-safe state."""
+        return [
+            {
+                "rma": r.rma,
+                "customer": r.customer,
+                "expires_at_s": r.expires_at_s,
+                "lines": [[ln.epc, ln.gtin, ln.serial, ln.qty] for ln in r.lines],
+                "received": r.received,
+                "line_counts": r.line_counts,
+                "completed": r.completed,
+            }
+            for r in self._rmas.values()
+        ]
+
+    @classmethod
+    def restore(cls, data: list[dict[str, Any]]) -> ExpectedReturns:
+        """Rebuild from `snapshot()`."""
+        registry = cls()
+        for entry in data:
+            lines = [ExpectedLine(epc=a, gtin=b, serial=c, qty=d) for a, b, c, d in entry["lines"]]
+            registry._rmas[entry["rma"]] = Rma(
+                rma=entry["rma"],
+                customer=entry["customer"],
+                lines=lines,
+                expires_at_s=entry["expires_at_s"],
+                received=dict(entry["received"]),
+                line_counts=list(entry["line_counts"]),
+                completed=bool(entry["completed"]),
+            )
+        registry._reindex()
+        return registry
+
+    def _reindex(self) -> None:
+        self._by_epc.clear()
+        self._by_serial.clear()
+        self._by_gtin.clear()
+        for rma in self._rmas.values():
+            for index, line in enumerate(rma.lines):
+                if line.epc is not None:
+                    self._by_epc[line.epc] = (rma.rma, index)
+                elif line.gtin is not None and line.serial is not None:
+                    self._by_serial[(line.gtin, line.serial)] = (rma.rma, index)
+                elif line.gtin is not None:
+                    self._by_gtin.setdefault(line.gtin, []).append((rma.rma, index))
+
+
+def _parse_rma(entry: object) -> Rma:
+    if not isinstance(entry, dict):
+        raise InputError("expected-returns", "each RMA must be an object")
+    rma_id = entry.get("rma")
+    if not isinstance(rma_id, str) or not 0 < len(rma_id) <= 64:
+        raise InputError("expected-returns", "'rma' must be a string of 1-64 characters")
+    customer = entry.get("customer")
+    if customer is not None and not isinstance(customer, str):
+        raise InputError("expected-returns", f"{rma_id}: 'customer' must be a string")
+    items = entry.get("items", [])
+    if not isinstance(items, list) or len(items) > MAX_ITEMS_PER_RMA:
+        raise InputError("expected-returns", f"{rma_id}: 'items' must be a list of at most {MAX_ITEMS_PER_RMA}")
+    lines = [_parse_line(rma_id, item) for item in items]
+    expires = entry.get("expires_at")
+    expires_at_s: float | None = None
+    if expires is not None:
+        from gateway.domain.wire import parse_rfc3339  # noqa: PLC0415 - avoids an import cycle
+
+        if not isinstance(expires, str):
+            raise InputError("expected-returns", f"{rma_id}: 'expires_at' must be RFC 3339")
+        expires_at_s = parse_rfc3339(expires)
+    return Rma(rma=rma_id, customer=customer, lines=lines, expires_at_s=expires_at_s)
+
+
+def _parse_line(rma_id: str, item: object) -> ExpectedLine:
+    if not isinstance(item, dict):
+        raise InputError("expected-returns", f"{rma_id}: each item must be an object")
+    epc, gtin, serial, qty = item.get("epc"), item.get("gtin"), item.get("serial"), item.get("qty", 1)
+    for name, value in (("epc", epc), ("gtin", gtin), ("serial", serial)):
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
+            raise InputError("expected-returns", f"{rma_id}: item '{name}' must be a non-empty string")
+    if epc is None and gtin is None:
+        raise InputError("expected-returns", f"{rma_id}: an item needs 'epc' or 'gtin'")
+    if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= 100_000:
+        raise InputError("expected-returns", f"{rma_id}: 'qty' must be an integer 1-100000")
+    if gtin is not None and len(gtin) < 14 and gtin.isdigit():
+        gtin = gtin.zfill(14)
+    return ExpectedLine(epc=epc, gtin=gtin, serial=serial, qty=qty)

@@ -1,0 +1,1 @@
+"""Runtime plumbing: supervisor and backoff, the thread bridge, systemd notify, health."""
