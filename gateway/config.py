@@ -25,7 +25,7 @@ class GatewaySection(_Model):
 
 
 class TlsSection(_Model):
-    """TLS to the broker: CA verification is on whenever this section is present."""
+    """TLS to the broker: CA verification is on whenever this section is there."""
 
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -41,7 +41,7 @@ class TlsSection(_Model):
 
 
 class MqttSection(_Model):
-    """The broker link; the password is read from the environment variable named by `password_env`."""
+    """The broker link; the password comes from the environment variable `password_env` names."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883

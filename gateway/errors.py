@@ -1,4 +1,4 @@
-"""The one error tree: each error is named for what the caller does next; data lives in attributes."""
+"""The one error tree: each error is named for what the caller does next; data in attributes."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class ReaderUnavailable(GatewayError):
 
 
 class ReaderRejectedConfig(GatewayError):
-    """A reader refused the configuration it was sent; retrying the same config will not help."""
+    """A reader refused the configuration it was sent; retrying the same one will not help."""
 
     def __init__(self, reader: str, reason: str) -> None:
         super().__init__(f"{reader}: {reason}")
@@ -52,11 +52,11 @@ class ReaderRejectedConfig(GatewayError):
 
 
 class BrokerUnavailable(GatewayError):
-    """The MQTT broker cannot be reached or dropped the link; the forwarder reconnects with backoff."""
+    """The broker cannot be reached or dropped the link; the forwarder reconnects with backoff."""
 
 
 class BrokerRefused(BrokerUnavailable):
-    """The broker refused us (bad credentials, not authorised); retry only at the longest backoff."""
+    """The broker refused us (credentials, not authorised); retry only at the longest backoff."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -64,7 +64,7 @@ class BrokerRefused(BrokerUnavailable):
 
 
 class OutboxFull(GatewayError):
-    """The buffer reached its byte budget and could not make room; the input was refused and a gap recorded."""
+    """The buffer is at its byte budget with nothing left to free; input refused, gap recorded."""
 
     def __init__(self, needed_bytes: int, budget_bytes: int) -> None:
         super().__init__(f"buffer full: need {needed_bytes} bytes, budget {budget_bytes}")
@@ -82,5 +82,5 @@ class BufferCorrupt(GatewayError):
         self.reason = reason
 
 
-class ShutdownRequested(GatewayError):  # noqa: N818 - it is a request, not an error condition
+class ShutdownRequested(GatewayError):
     """Raised inside the top TaskGroup to stop the daemon (SIGTERM/SIGINT, duration elapsed)."""

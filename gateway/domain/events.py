@@ -8,7 +8,7 @@ from typing import Literal
 
 @dataclass(frozen=True, slots=True)
 class TagRead:
-    """One RFID tag report: `epc_hex` is uppercase hex of the EPC bank as read (may be word-padded)."""
+    """One RFID tag report: `epc_hex` is the EPC bank as read, uppercase hex (may be padded)."""
 
     reader: str
     station: str

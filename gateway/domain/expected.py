@@ -1,4 +1,4 @@
-"""Expected returns announced by the WMS: matching received items to RMAs, duplicates, completion."""
+"""Expected returns announced by the WMS: matching items to RMAs, duplicates, completion."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ class Rma:
 
     def is_complete(self) -> bool:
         """Every line received at least its quantity."""
-        return all(count >= line.qty for count, line in zip(self.line_counts, self.lines, strict=True))
+        return all(
+            count >= line.qty for count, line in zip(self.line_counts, self.lines, strict=True)
+        )
 
 
 Receipt = Literal["new", "duplicate"]
@@ -80,13 +82,7 @@ class ExpectedReturns:
         if not isinstance(entries, list):
             raise InputError("expected-returns", "'rmas' must be a list")
         if action == "cancel":
-            cancelled = 0
-            for entry in entries:
-                rma_id = entry.get("rma") if isinstance(entry, dict) else entry
-                if isinstance(rma_id, str) and self._rmas.pop(rma_id, None) is not None:
-                    cancelled += 1
-            self._reindex()
-            return {"action": "cancel", "cancelled": cancelled, "open": self.open_count()}
+            return self._cancel(entries)
         parsed = [_parse_rma(entry) for entry in entries]
         if len(self._rmas) + len(parsed) > MAX_RMAS:
             raise InputError("expected-returns", f"more than {MAX_RMAS} open RMAs")
@@ -99,6 +95,15 @@ class ExpectedReturns:
             self._rmas[rma.rma] = rma
         self._reindex()
         return {"action": action, "accepted": len(parsed), "open": self.open_count()}
+
+    def _cancel(self, entries: list[Any]) -> dict[str, Any]:
+        cancelled = 0
+        for entry in entries:
+            rma_id = entry.get("rma") if isinstance(entry, dict) else entry
+            if isinstance(rma_id, str) and self._rmas.pop(rma_id, None) is not None:
+                cancelled += 1
+        self._reindex()
+        return {"action": "cancel", "cancelled": cancelled, "open": self.open_count()}
 
     def match(self, item: Item) -> Match | None:
         """The RMA line this item belongs to, if any was announced."""
@@ -144,7 +149,11 @@ class ExpectedReturns:
 
     def expire(self, now_s: float) -> list[str]:
         """Drop RMAs past their expiry; return their ids."""
-        gone = [r.rma for r in self._rmas.values() if r.expires_at_s is not None and r.expires_at_s < now_s]
+        gone = [
+            r.rma
+            for r in self._rmas.values()
+            if r.expires_at_s is not None and r.expires_at_s < now_s
+        ]
         for rma_id in gone:
             del self._rmas[rma_id]
         if gone:
@@ -209,7 +218,9 @@ def _parse_rma(entry: object) -> Rma:
         raise InputError("expected-returns", f"{rma_id}: 'customer' must be a string")
     items = entry.get("items", [])
     if not isinstance(items, list) or len(items) > MAX_ITEMS_PER_RMA:
-        raise InputError("expected-returns", f"{rma_id}: 'items' must be a list of at most {MAX_ITEMS_PER_RMA}")
+        raise InputError(
+            "expected-returns", f"{rma_id}: 'items' must be a list of at most {MAX_ITEMS_PER_RMA}"
+        )
     lines = [_parse_line(rma_id, item) for item in items]
     expires = entry.get("expires_at")
     expires_at_s: float | None = None
@@ -225,10 +236,17 @@ def _parse_rma(entry: object) -> Rma:
 def _parse_line(rma_id: str, item: object) -> ExpectedLine:
     if not isinstance(item, dict):
         raise InputError("expected-returns", f"{rma_id}: each item must be an object")
-    epc, gtin, serial, qty = item.get("epc"), item.get("gtin"), item.get("serial"), item.get("qty", 1)
+    epc, gtin, serial, qty = (
+        item.get("epc"),
+        item.get("gtin"),
+        item.get("serial"),
+        item.get("qty", 1),
+    )
     for name, value in (("epc", epc), ("gtin", gtin), ("serial", serial)):
         if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
-            raise InputError("expected-returns", f"{rma_id}: item '{name}' must be a non-empty string")
+            raise InputError(
+                "expected-returns", f"{rma_id}: item '{name}' must be a non-empty string"
+            )
     if epc is None and gtin is None:
         raise InputError("expected-returns", f"{rma_id}: an item needs 'epc' or 'gtin'")
     if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= 100_000:

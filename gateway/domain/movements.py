@@ -1,4 +1,4 @@
-"""Movements: the business facts the WMS receives (receipt, inspection, restock, disposal, ...)."""
+"""Movements: the business facts the WMS receives (receipt, inspection, restock, disposal)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MOVEMENT_NAMESPACE = uuid.UUID("5b0d3f52-6a53-4bb8-9f0e-2d1c6f0a9e11")
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """What moved: at least one identifier is set; `key` is the stable identity used for ids and dedup."""
+    """What moved: at least one identifier is set; `key` is its stable identity."""
 
     epc: str | None = None
     gtin: str | None = None
@@ -57,7 +57,7 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Movement:
-    """One movement; `id` is deterministic so a movement re-derived after a crash has the same id."""
+    """One movement; `id` is deterministic: re-derived after a crash, it has the same id."""
 
     id: str
     type: MovementType

@@ -17,8 +17,8 @@ MAX_RAW_LINE_BYTES = 64 * 1024
 
 def rfc3339(at_s: float) -> str:
     """UTC RFC 3339 with milliseconds and a Z, as every message carries times."""
-    return datetime.fromtimestamp(at_s, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(at_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -89,7 +89,7 @@ def render_movement_json(movement: Movement, seq: int, site: str, gateway: str) 
 
 
 def raw_event_dict(event: RawEvent) -> dict[str, Any]:
-    """A raw event as one JSONL object (the replay format, also what `buffer export --raw` writes)."""
+    """A raw event as one JSONL object (the replay format; `buffer export --raw` writes it)."""
     if isinstance(event, TagRead):
         out: dict[str, Any] = {"kind": "tag", "epc": event.epc_hex, "antenna": event.antenna}
         if event.rssi_dbm is not None:
@@ -123,37 +123,43 @@ def parse_raw_line(line: str | bytes, *, reader: str, station: str, now_s: float
     reader_out = _str_field(obj, "reader", default=reader)
     kind = obj.get("kind")
     if kind == "barcode":
-        data = obj.get("data")
-        if not isinstance(data, str) or not data:
-            raise InputError("raw event", "barcode needs a non-empty string 'data'")
-        device = obj.get("device")
-        if device is not None and not isinstance(device, str):
-            raise InputError("raw event", "'device' must be a string")
-        return BarcodeScan(
-            reader=reader_out, station=station_out, data=data, at_s=at_s, device=device
-        )
+        return _barcode(obj, reader_out, station_out, at_s)
     if kind == "tag":
-        epc = obj.get("epc")
-        if not isinstance(epc, str) or not epc or len(epc) > 128:
-            raise InputError("raw event", "tag needs a hex string 'epc' (at most 128 digits)")
-        try:
-            int(epc, 16)
-        except ValueError as exc:
-            raise InputError("raw event", "'epc' is not hex") from exc
-        antenna = obj.get("antenna", 1)
-        if not isinstance(antenna, int) or isinstance(antenna, bool) or not 0 <= antenna <= 65535:
-            raise InputError("raw event", "'antenna' must be an integer 0-65535")
-        return TagRead(
-            reader=reader_out,
-            station=station_out,
-            epc_hex=epc.upper(),
-            antenna=antenna,
-            at_s=at_s,
-            rssi_dbm=_float_field(obj, "rssi_dbm"),
-            read_count=_int_field(obj, "count", default=1),
-            channel=_int_field(obj, "channel", default=None),
-        )
+        return _tag(obj, reader_out, station_out, at_s)
     raise InputError("raw event", f"unknown kind {str(kind)[:20]!r}; expected 'tag' or 'barcode'")
+
+
+def _barcode(obj: dict[str, Any], reader: str, station: str, at_s: float) -> BarcodeScan:
+    data = obj.get("data")
+    if not isinstance(data, str) or not data:
+        raise InputError("raw event", "barcode needs a non-empty string 'data'")
+    device = obj.get("device")
+    if device is not None and not isinstance(device, str):
+        raise InputError("raw event", "'device' must be a string")
+    return BarcodeScan(reader=reader, station=station, data=data, at_s=at_s, device=device)
+
+
+def _tag(obj: dict[str, Any], reader: str, station: str, at_s: float) -> TagRead:
+    epc = obj.get("epc")
+    if not isinstance(epc, str) or not epc or len(epc) > 128:
+        raise InputError("raw event", "tag needs a hex string 'epc' (at most 128 digits)")
+    try:
+        int(epc, 16)
+    except ValueError as exc:
+        raise InputError("raw event", "'epc' is not hex") from exc
+    antenna = obj.get("antenna", 1)
+    if not isinstance(antenna, int) or isinstance(antenna, bool) or not 0 <= antenna <= 65535:
+        raise InputError("raw event", "'antenna' must be an integer 0-65535")
+    return TagRead(
+        reader=reader,
+        station=station,
+        epc_hex=epc.upper(),
+        antenna=antenna,
+        at_s=at_s,
+        rssi_dbm=_float_field(obj, "rssi_dbm"),
+        read_count=_int_field(obj, "count", default=1),
+        channel=_int_field(obj, "channel", default=None),
+    )
 
 
 def _time_field(obj: dict[str, Any], now_s: float) -> float:

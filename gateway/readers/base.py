@@ -30,7 +30,7 @@ class ReaderHealth:
 
 
 class ReaderDriver(Protocol):
-    """`async with driver:` connects; `events()` yields domain events; losing the device raises ReaderUnavailable."""
+    """`async with` connects; `events()` yields events; a lost device raises ReaderUnavailable."""
 
     @property
     def id(self) -> str:

@@ -60,7 +60,7 @@ class ReplayDriver:
         """Open the file; a missing or unreadable file is ReaderUnavailable."""
         self._health.state = "connecting"
         try:
-            self._file = self._path.open("rb")  # noqa: ASYNC230 - a local file opened once
+            self._file = self._path.open("rb")
         except OSError as exc:
             self._health.state = "down"
             self._health.last_error = str(exc)
@@ -97,7 +97,9 @@ class ReplayDriver:
                 )
             except InputError as exc:
                 self._health.bad_input += 1
-                _log.warning("replay_line_rejected", reader=self._id, line=line_no, reason=exc.reason)
+                _log.warning(
+                    "replay_line_rejected", reader=self._id, line=line_no, reason=exc.reason
+                )
                 continue
             self._health.events += 1
             self._health.last_event_at_s = event.at_s
@@ -106,5 +108,9 @@ class ReplayDriver:
                 ahead_s = index / self._rate_per_s - (self._monotonic() - started)
                 await asyncio.sleep(max(0.0, ahead_s))
         self._health.state = "done"
-        _log.info("replay_finished", reader=self._id, events=self._health.events,
-                  bad_lines=self._health.bad_input)
+        _log.info(
+            "replay_finished",
+            reader=self._id,
+            events=self._health.events,
+            bad_lines=self._health.bad_input,
+        )

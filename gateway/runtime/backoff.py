@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delay before retry `attempt` (0-based): full jitter over min(max_s, min_s * factor**attempt)."""
+    """Delay before retry `attempt` (0-based): jitter over min(max_s, min_s * factor**attempt)."""
 
     min_s: float = 0.5
     max_s: float = 30.0

@@ -1,4 +1,4 @@
-"""The supervisor: runs each reader with capped, jittered backoff; the one place that contains crashes."""
+"""The supervisor: runs each reader with capped, jittered backoff; the one place crashes stop."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def supervise_reader(
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Run a reader until its input ends; reconnect after failures; never let one kill the daemon."""
+    """Run a reader until its input ends; reconnect after failures; never kill the daemon."""
     attempt = 0
     while True:
         driver = make_driver()
@@ -83,10 +83,6 @@ async def supervise_reader(
                 attempt = 0
                 async for event in driver.events():
                     await sink(event)
-            slot.state = "done"
-            slot._close_session(driver)  # noqa: SLF001 - the slot's own helper
-            _log.info("reader_input_ended", reader=slot.reader)
-            return
         except ReaderRejectedConfig as exc:
             slot._close_session(driver)  # noqa: SLF001
             slot.state = "rejected-config"
@@ -106,6 +102,11 @@ async def supervise_reader(
             slot.state = "down"
             slot.last_error = f"{type(exc).__name__}: {exc}"
             _log.exception("reader_crashed", reader=slot.reader)
+        else:
+            slot.state = "done"
+            slot._close_session(driver)  # noqa: SLF001 - the slot's own helper
+            _log.info("reader_input_ended", reader=slot.reader)
+            return
         delay_s = backoff.delay_s(attempt)
         attempt += 1
         await sleep(delay_s)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ class Mosquitto:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         # mosquitto started as root drops to its own user and then cannot write a root-only folder.
-        os.chmod(self.workdir, 0o777)  # noqa: S103 - a private test folder
+        self.workdir.chmod(0o777)
         self.conf = self.workdir / "mosquitto.conf"
         self.log = self.workdir / "mosquitto.log"
         lines = [
@@ -66,7 +67,7 @@ class Mosquitto:
         """Start the broker and wait until it accepts connections."""
         if self.proc is not None and self.proc.poll() is None:
             return
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
+        self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -94,7 +95,7 @@ class Mosquitto:
         """Whether the broker process is alive."""
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

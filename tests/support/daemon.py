@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,9 +88,19 @@ class DaemonProcess:
         assert self.proc is None or self.proc.poll() is not None
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config),
-                 "--log-format", "json", "--log-level", "DEBUG"],
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    "DEBUG",
+                ],
                 stdout=log,
                 stderr=log,
                 cwd=ROOT,
@@ -126,7 +136,9 @@ class DaemonProcess:
                     continue
         return events
 
-    def wait_for_log(self, event: str, timeout_s: float = 20.0, count: int = 1) -> list[dict[str, Any]]:
+    def wait_for_log(
+        self, event: str, timeout_s: float = 20.0, count: int = 1
+    ) -> list[dict[str, Any]]:
         """Wait until the log holds `count` lines with this event name."""
         deadline = time.monotonic() + timeout_s
         found: list[dict[str, Any]] = []
@@ -137,10 +149,12 @@ class DaemonProcess:
             if not self.alive():
                 break
             time.sleep(0.1)
-        raise AssertionError(f"log event {event!r} x{count} not seen (saw {len(found)}); log tail:\n"
-                             + "\n".join(self.log.read_text(errors="replace").splitlines()[-30:]))
+        raise AssertionError(
+            f"log event {event!r} x{count} not seen (saw {len(found)}); log tail:\n"
+            + "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+        )
 
-    def __enter__(self) -> DaemonProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -154,9 +168,12 @@ class DaemonProcess:
 
 def buffer_stats(config: Path) -> dict[str, Any]:
     """`gateway buffer stats --config FILE` as a dict."""
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "gateway", "buffer", "stats", "--config", str(config)],
-        capture_output=True, check=True, cwd=ROOT, timeout=30,
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        timeout=30,
     )
     stats: dict[str, Any] = json.loads(out.stdout)
     return stats

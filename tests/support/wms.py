@@ -7,12 +7,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Collector:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = lambda *a: self._subscribed.set()
-        client.reconnect_delay_set(0.1, 0.5)
+        client.reconnect_delay_set(1, 1)
         client.max_queued_messages_set(0)
         return client
 
@@ -59,12 +59,13 @@ class Collector:
         with self._lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
-    def start(self, timeout_s: float = 10.0) -> Collector:
+    def start(self, timeout_s: float = 10.0) -> Self:
         """Connect (persistent session, 1 h expiry), subscribe, and run paho's thread."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
-        self.client.connect_async("127.0.0.1", self.port, keepalive=10, clean_start=False,
-                                  properties=props)
+        self.client.connect_async(
+            "127.0.0.1", self.port, keepalive=10, clean_start=False, properties=props
+        )
         self.client.loop_start()
         if not self._subscribed.wait(timeout_s):
             self.stop()
@@ -101,7 +102,7 @@ class Collector:
         """Movement ids received (JSON format)."""
         return {m.json()["id"] for m in self.received()}
 
-    def __enter__(self) -> Collector:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
