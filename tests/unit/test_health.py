@@ -1,0 +1,76 @@
+"""Health: the pure assessment, and the real HTTP endpoint with Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.runtime.health import HealthPolicy, HealthServer, assess
+
+HEALTHY: dict[str, Any] = {
+    "broker": {"connected": True, "down_for_s": None, "published": 5},
+    "readers": {
+        "portal": {"reader": "portal", "state": "inventorying", "events": 10, "bad_input": 1}
+    },
+    "buffer": {"pending": 3, "used_bytes": 100, "budget_bytes": 1000},
+    "counters": {"scans": 4},
+    "movements_by_type": {"receipt": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"broker": {"down_for_s": 500.0}}, "broker unreachable for 500s"),
+        (
+            {"readers": {"p": {"reader": "p", "state": "silent", "down_for_s": 300.0}}},
+            "reader p silent",
+        ),
+        (
+            {"readers": {"p": {"reader": "p", "state": "rejected-config"}}},
+            "rejected its configuration",
+        ),
+        ({"buffer": {"used_bytes": 950, "budget_bytes": 1000}}, "buffer above 90%"),
+        ({"loop_stalled": True}, "event loop stalled"),
+    ],
+)
+def test_assess_names_each_reason(change: dict[str, Any], reason: str) -> None:
+    assert assess(HEALTHY, HealthPolicy()) == []
+    reasons = assess({**HEALTHY, **change}, HealthPolicy())
+    assert any(reason in r for r in reasons), reasons
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def test_http_endpoint_serves_health_and_metrics() -> None:
+    state: dict[str, Any] = dict(HEALTHY)
+
+    async def scenario() -> None:
+        async with HealthServer("127.0.0.1:0", lambda: state) as server:
+            status, body = await _get(server.port, "/healthz")
+            assert status == 200
+            assert '"healthy": true' in body
+            status, metrics = await _get(server.port, "/metrics")
+            assert status == 200
+            assert 'gateway_reader_state{reader="portal",state="inventorying"} 1.0' in metrics
+            assert 'gateway_events_total{event="scans"} 4.0' in metrics
+            assert 'gateway_movements_total{type="receipt"} 2.0' in metrics
+            assert "gateway_buffer_pending 3.0" in metrics
+            state["broker"] = {"connected": False, "down_for_s": 1000.0}
+            status, body = await _get(server.port, "/healthz")
+            assert status == 503
+            assert "broker unreachable" in body
+            status, _ = await _get(server.port, "/nope")
+            assert status == 404
+
+    asyncio.run(scenario())
