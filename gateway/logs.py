@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
 
-def configure_logging(fmt: LogFormat = "auto", level: str = "INFO") -> None:
-    """Route structlog to stderr; JSON when journald or a pipe reads it, console on a terminal."""
+def configure_logging(
+    fmt: LogFormat = "auto", level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    """Route structlog to stderr (or `stream`); JSON under journald or a pipe, console on a tty."""
+    out = stream or sys.stderr
     use_json = fmt == "json" or (
-        fmt == "auto" and (bool(os.environ.get("JOURNAL_STREAM")) or not sys.stderr.isatty())
+        fmt == "auto" and (bool(os.environ.get("JOURNAL_STREAM")) or not out.isatty())
     )
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -33,7 +36,7 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
 

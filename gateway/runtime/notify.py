@@ -39,7 +39,7 @@ class SystemdNotifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.setblocking(False)  # noqa: FBT003 - socket API
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(fields).encode(), address)
         except OSError:
             return False
