@@ -1,11 +1,15 @@
-"""Health and metrics over HTTP on 127.0.0.1: `/healthz` (200 or 503 with reasons), `/metrics`."""
+"""Health and metrics over HTTP on 127.0.0.1: `/healthz` (200 or 503 with reasons), `/metrics`.
+
+`POST /actions/NAME` with a JSON body runs a local action (e.g. `profile-apply` for a technician
+on site when the broker is down); it listens on loopback only, by default.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -18,6 +22,8 @@ from gateway.logs import get_logger
 
 _log = get_logger("health")
 _MAX_REQUEST_BYTES = 8192
+_MAX_BODY_BYTES = 1024 * 1024
+Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _READER_STATES = (
     "idle",
     "connecting",
@@ -70,12 +76,14 @@ class HealthServer:
         listen: str,
         health: Callable[[], Mapping[str, Any]],
         policy: HealthPolicy | None = None,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self._host = host.strip("[]") or "127.0.0.1"
         self._port = int(port)
         self._health = health
         self._policy = policy or HealthPolicy()
+        self._actions = dict(actions or {})
         self._server: asyncio.Server | None = None
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_GatewayCollector(health))
@@ -120,8 +128,11 @@ class HealthServer:
             await _respond(writer, 431, "text/plain", b"request header too large\n")
             return
         parts = head.split(b"\r\n", 1)[0].split()
+        method = parts[0].decode("latin-1") if parts else ""
         path = parts[1].decode("latin-1") if len(parts) >= 2 else ""
-        if path == "/healthz":
+        if method == "POST" and path.startswith("/actions/"):
+            await self._action(path.removeprefix("/actions/"), head, reader, writer)
+        elif path == "/healthz":
             health = self._health()
             reasons = assess(health, self._policy)
             body = json.dumps({"healthy": not reasons, "reasons": reasons, **health}, default=str)
@@ -133,9 +144,57 @@ class HealthServer:
         else:
             await _respond(writer, 404, "text/plain", b"try /healthz or /metrics\n")
 
+    async def _action(
+        self, name: str, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        action = self._actions.get(name)
+        length = _content_length(head)
+        if action is None:
+            await _respond(
+                writer, 404, "application/json", b'{"ok": false, "error": "no such action"}'
+            )
+            return
+        if length is None or length > _MAX_BODY_BYTES:
+            await _respond(
+                writer, 400, "application/json", b'{"ok": false, "error": "body length"}'
+            )
+            return
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length), timeout=10.0)
+            request = json.loads(body)
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError, UnicodeDecodeError):
+            await _respond(writer, 400, "application/json", b'{"ok": false, "error": "not JSON"}')
+            return
+        if not isinstance(request, dict):
+            await _respond(
+                writer, 400, "application/json", b'{"ok": false, "error": "not an object"}'
+            )
+            return
+        result = await action(request)
+        status = 200 if result.get("ok") else 409
+        await _respond(writer, status, "application/json", json.dumps(result, default=str).encode())
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
+    return None
+
 
 async def _respond(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes) -> None:
-    reason = {200: "OK", 404: "Not Found", 431: "Too Large", 503: "Service Unavailable"}[status]
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        409: "Conflict",
+        431: "Too Large",
+        503: "Service Unavailable",
+    }[status]
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n".encode()
