@@ -98,6 +98,10 @@ class StationSection(_Model):
     rescan_window_s: Annotated[float, Field(ge=0)] = 5.0
     rma_timeout_s: Annotated[float, Field(gt=0)] = 900.0
     location_uri: str | None = None
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.6
+    reversal_hold_s: Annotated[float, Field(ge=0)] = 0.0
+    stray_rssi_dbm: float = -72.0
+    leak_margin_db: Annotated[float, Field(ge=0)] = 12.0
 
 
 class _ReaderBase(_Model):
@@ -134,6 +138,15 @@ class TcpScanner(_ReaderBase):
     max_line_bytes: Annotated[int, Field(ge=16, le=65536)] = 4096
     idle_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            msg = "listen must be host:port"
+            raise ValueError(msg)
+        return value
+
 
 class SerialScanner(_ReaderBase):
     """A serial scanner (USB CDC-ACM, RS-232, Bluetooth SPP) by path or pyserial URL."""
@@ -155,11 +168,57 @@ class HidScanner(_ReaderBase):
     grab: bool = True
     max_scan_bytes: Annotated[int, Field(ge=16, le=65536)] = 4096
 
+    @field_validator("gs_key")
+    @classmethod
+    def _gs_key(cls, value: str) -> str:
+        from gateway.readers.hid.keymap import KEY_CODES  # noqa: PLC0415 - a pure table
+
+        unusable = {"KEY_ENTER", "KEY_KPENTER", "KEY_LEFTSHIFT", "KEY_RIGHTSHIFT"}
+        if value not in KEY_CODES or value in unusable:
+            msg = f"unknown or unusable key {value!r}"
+            raise ValueError(msg)
+        return value
+
 
 ReaderSection = Annotated[
     ReplayReader | LlrpReader | TcpScanner | SerialScanner | HidScanner,
     Field(discriminator="kind"),
 ]
+
+
+class KpiSection(_Model):
+    """Edge KPIs: cost and footprint factors per disposition, optionally per GTIN prefix."""
+
+    factors: dict[str, dict[str, float]] = Field(default_factory=dict)
+    gtin_prefixes: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+
+
+class EpcisSection(_Model):
+    """EPCIS output: the base for private URIs (stations without an SGLN, RMAs, plain codes)."""
+
+    uri_base: str = "https://id.dock-gateway.example/"
+
+
+class SecuritySection(_Model):
+    """Command security: when `command_key_env` is set, commands must carry a valid signature."""
+
+    command_key_env: str | None = None
+    command_window_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+
+    def command_key(self) -> bytes | None:
+        """The HMAC key from the environment, or None when commands need no signature."""
+        if self.command_key_env is None:
+            return None
+        value = os.environ.get(self.command_key_env)
+        return value.encode() if value else None
+
+
+class ProfilesSection(_Model):
+    """Where reader profiles live and how a change is watched for a read-rate drop."""
+
+    dir: Path | None = None
+    rollback_drop_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    rollback_watch_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class HealthSection(_Model):
@@ -177,6 +236,10 @@ class Config(_Model):
     buffer: BufferSection = BufferSection()
     patterns: PatternsSection = PatternsSection()
     health: HealthSection = HealthSection()
+    kpi: KpiSection = KpiSection()
+    epcis: EpcisSection = EpcisSection()
+    security: SecuritySection = SecuritySection()
+    profiles: ProfilesSection = ProfilesSection()
     stations: list[StationSection] = Field(default_factory=list)
     readers: list[ReaderSection] = Field(default_factory=list)
 
@@ -203,6 +266,14 @@ class Config(_Model):
             if reader.station not in stations:
                 msg = f"readers.{index}.station: no station {reader.station!r} in [[stations]]"
                 raise ValueError(msg)
+            if isinstance(reader, TcpScanner):
+                for device, station in reader.device_stations.items():
+                    if station not in stations:
+                        msg = (
+                            f"readers.{index}.device_stations.{device}: "
+                            f"no station {station!r} in [[stations]]"
+                        )
+                        raise ValueError(msg)
         return self
 
     def station(self, station_id: str) -> StationSection:
@@ -273,4 +344,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         for reader in config.readers
     ]
     gateway = config.gateway.model_copy(update={"state_dir": resolve(config.gateway.state_dir)})
-    return config.model_copy(update={"readers": readers, "gateway": gateway})
+    profiles = config.profiles
+    if profiles.dir is not None:
+        profiles = profiles.model_copy(update={"dir": resolve(profiles.dir)})
+    return config.model_copy(update={"readers": readers, "gateway": gateway, "profiles": profiles})
