@@ -1,0 +1,164 @@
+"""Technicians' commands against a running daemon: apply a profile, read the change history."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.config import load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.profiles import find_profile, load_profile
+
+PROFILE_HISTORY_KEY = "profile-history"
+
+
+def apply_profile_cli(
+    config_path: Path, reader: str, name: str, *, requested_by: str | None
+) -> int:
+    """Validate the profile here, then ask the local daemon to apply it; 0 applied, 1 not."""
+    config = load_config(config_path)
+    path = Path(name)
+    profile = load_profile(path) if path.suffix == ".toml" or path.exists() else find_profile(name)
+    if not config.health.enabled:
+        raise ConfigError("health.enabled", "profiles apply talks to the daemon's local endpoint")
+    request = {
+        "reader": reader,
+        "profile": profile.model_dump(mode="json"),
+        "requested_by": requested_by or getpass.getuser(),
+        "source": "cli",
+    }
+    result = _post(config.health.listen, "profile-apply", request)
+    print(json.dumps(result, indent=2))
+    return 0 if result.get("ok") else 1
+
+
+def profile_history_cli(config_path: Path, reader: str | None) -> int:
+    """Print every recorded profile change (optionally of one reader), oldest first."""
+    from gateway.app import state_path  # noqa: PLC0415 - the buffer stack loads only here
+    from gateway.buffer.store import Buffer  # noqa: PLC0415
+
+    config = load_config(config_path)
+
+    async def read() -> list[dict[str, Any]]:
+        buffer = await Buffer.open(
+            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
+        )
+        try:
+            raw = await buffer.kv_get(PROFILE_HISTORY_KEY)
+        finally:
+            await buffer.close()
+        entries: list[dict[str, Any]] = json.loads(raw) if raw else []
+        return entries
+
+    for entry in asyncio.run(read()):
+        if reader is None or entry.get("reader") == reader:
+            print(json.dumps(entry))
+    return 0
+
+
+def _post(listen: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    host, _, port = listen.rpartition(":")
+    url = f"http://{host.strip('[]') or '127.0.0.1'}:{port}/actions/{action}"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+            result: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        result = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"error: the daemon does not answer on {url}: {exc}", file=sys.stderr)
+        raise GatewayError("daemon not reachable") from exc
+    return result
+
+
+def status_cli(config_path: Path) -> int:
+    """Print the gateway's state for a person: from the running daemon, else from its buffer."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    config = load_config(config_path)
+    console = Console()
+    health = _get_health(config.health.listen) if config.health.enabled else None
+    if health is None:
+        console.print(
+            "[bold]daemon:[/] not answering on its health endpoint; showing the buffer file"
+        )
+        health = {"buffer": _buffer_stats(config), "readers": {}, "healthy": None}
+    else:
+        verdict = (
+            "healthy" if health.get("healthy") else "UNHEALTHY: " + "; ".join(health["reasons"])
+        )
+        console.print(f"[bold]daemon:[/] running, {verdict}")
+    broker = health.get("broker") or {}
+    if broker:
+        console.print(f"[bold]broker:[/] {'connected' if broker.get('connected') else 'DOWN'}")
+    readers = Table(title="readers")
+    for column in ("reader", "kind", "state", "events", "bad input", "reconnects", "last error"):
+        readers.add_column(column)
+    for reader in (health.get("readers") or {}).values():
+        readers.add_row(
+            *(
+                str(reader.get(k, ""))
+                for k in (
+                    "reader",
+                    "kind",
+                    "state",
+                    "events",
+                    "bad_input",
+                    "reconnects",
+                    "last_error",
+                )
+            )
+        )
+    console.print(readers)
+    buffer = Table(title="buffer")
+    buffer.add_column("what")
+    buffer.add_column("value", justify="right")
+    for key, value in (health.get("buffer") or {}).items():
+        buffer.add_row(key, str(value))
+    console.print(buffer)
+    kpi = health.get("kpi")
+    if kpi:
+        console.print_json(json.dumps(kpi, default=str))
+    return 0
+
+
+def _get_health(listen: str) -> dict[str, Any] | None:
+    host, _, port = listen.rpartition(":")
+    url = f"http://{host.strip('[]') or '127.0.0.1'}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            result: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        result = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return result
+
+
+def _buffer_stats(config: Any) -> dict[str, Any]:
+    from gateway.app import state_path  # noqa: PLC0415
+    from gateway.buffer.store import Buffer  # noqa: PLC0415
+
+    async def read() -> dict[str, Any]:
+        buffer = await Buffer.open(
+            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
+        )
+        try:
+            stats = await buffer.stats()
+        finally:
+            await buffer.close()
+        return {name: getattr(stats, name) for name in stats.__dataclass_fields__}
+
+    return asyncio.run(read())

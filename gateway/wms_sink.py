@@ -1,0 +1,406 @@
+"""`gateway wms-sink`: the reference WMS consumer, and the test double of every end-to-end test.
+
+The contract it follows (what an integrator's own consumer must do):
+1. Subscribe with an MQTT 5 shared subscription, `$share/{group}/{prefix}/+/+/movements`, QoS 1,
+   so several consumers split the stream and each message goes to one of them.
+2. Store each movement keyed by its `id` (idempotent: a copy with a known id changes nothing but a
+   counter). Movements of one gateway carry `seq` 1, 2, 3, ...; first copies arrive in order, but
+   a copy may come again after a reconnect, and with several consumers each sees part of a stream.
+3. Commit, THEN acknowledge on `{prefix}/{site}/{gateway}/ack` with `{"ids": [...]}` (or
+   `{"upto_seq": N}` when everything up to N is stored). With `delivery = "wms"` the gateway keeps
+   and re-sends a movement until this ack; an ack sent before the commit could lose it.
+4. EPCIS mode: the id and seq are in the document's `dg:movementId` and `dg:seq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import sqlite3
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from gateway.errors import BrokerRefused, BrokerUnavailable, InputError
+from gateway.logs import get_logger
+from gateway.runtime.backoff import Backoff
+from gateway.sync.mqtt import (
+    Disconnected,
+    LinkEvent,
+    LinkSettings,
+    Message,
+    MqttLink,
+    PublishProperties,
+)
+
+_log = get_logger("wms_sink")
+
+ACK_BATCH = 500
+ACK_EVERY_S = 0.05
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS movements (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    copies INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS movements_by_gateway ON movements (site, gateway, seq);
+"""
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """What the sink has seen."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    bad: int = 0
+    acks_sent: int = 0
+    reconnects: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    id: str
+    site: str
+    gateway: str
+    seq: int
+    type: str
+    payload: str
+
+
+class WmsSink:
+    """Consumes movements into SQLite, deduplicated by id, and acks them after the commit."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db: Path,
+        *,
+        prefix: str = "returns",
+        group: str = "wms",
+        client_id: str | None = None,
+        ack: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db_path = db
+        self.prefix = prefix
+        self.group = group
+        self.client_id = client_id or f"wms-sink-{uuid.uuid4().hex[:8]}"
+        self.ack = ack
+        self.username = username
+        self.password = password
+        self.stats = SinkStats()
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._link: MqttLink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._db: sqlite3.Connection | None = None
+        self._connected = asyncio.Event()
+        self._replies: dict[bytes, asyncio.Future[bytes]] = {}
+
+    @property
+    def topic_filter(self) -> str:
+        """The shared subscription this sink joins."""
+        return f"$share/{self.group}/{self.prefix}/+/+/movements"
+
+    async def __aenter__(self) -> Self:
+        self._db = await asyncio.to_thread(_open_db, self.db_path)
+        self._task = asyncio.create_task(self._run(), name=f"wms-sink:{self.client_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._link is not None:
+            await self._link.disconnect()
+        if self._db is not None:
+            await asyncio.to_thread(self._db.close)
+            self._db = None
+
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
+        """Wait until subscribed (raise TimeoutError otherwise)."""
+        async with asyncio.timeout(timeout_s):
+            await self._connected.wait()
+
+    async def count(self) -> int:
+        """Distinct movements stored."""
+        return await self._query_int("SELECT COUNT(*) FROM movements")
+
+    async def ids(self) -> set[str]:
+        """Every stored movement id."""
+        assert self._db is not None
+        db = self._db
+        rows = await asyncio.to_thread(lambda: db.execute("SELECT id FROM movements").fetchall())
+        return {row[0] for row in rows}
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """Every stored movement as its JSON payload, in (gateway, seq) order."""
+        assert self._db is not None
+        db = self._db
+        rows = await asyncio.to_thread(
+            lambda: db.execute(
+                "SELECT payload FROM movements ORDER BY site, gateway, seq"
+            ).fetchall()
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    async def announce(
+        self,
+        site: str,
+        gateway: str,
+        command: dict[str, Any],
+        *,
+        signed: bytes | None = None,
+        timeout_s: float = 10.0,
+    ) -> dict[str, Any]:
+        """Send `cmd/expected-returns` and wait for the result (MQTT 5 response topic)."""
+        body = json.dumps(command).encode()
+        if signed is not None:
+            from gateway.domain.signing import sign_command  # noqa: PLC0415
+
+            body = sign_command("expected-returns", body, signed, time.time())
+        return await self.command(site, gateway, "expected-returns", body, timeout_s=timeout_s)
+
+    async def command(
+        self, site: str, gateway: str, name: str, body: bytes, *, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Publish a command and wait for its reply on this sink's response topic."""
+        await self.wait_connected(timeout_s)
+        assert self._link is not None
+        correlation = uuid.uuid4().bytes
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._replies[correlation] = waiter
+        topic = f"{self.prefix}/{site}/{gateway}/cmd/{name}"
+        try:
+            self._link.publish(
+                topic,
+                body,
+                qos=1,
+                properties=PublishProperties(
+                    response_topic=self._reply_topic, correlation_data=correlation
+                ),
+            )
+            async with asyncio.timeout(timeout_s):
+                reply: dict[str, Any] = json.loads(await waiter)
+        finally:
+            self._replies.pop(correlation, None)
+        return reply
+
+    @property
+    def _reply_topic(self) -> str:
+        return f"wms/{self.client_id}/replies"
+
+    # -- private -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = Backoff(min_s=0.2, max_s=2.0)
+        attempt = 0
+        while True:
+            link = MqttLink(
+                LinkSettings(
+                    host=self.host,
+                    port=self.port,
+                    client_id=self.client_id,
+                    keepalive_s=10,
+                    username=self.username,
+                    password=self.password,
+                ),
+                self._on_event,
+            )
+            self._link = link
+            try:
+                await link.connect()
+                await link.subscribe([self.topic_filter, self._reply_topic], qos=1)
+                attempt = 0
+                self._connected.set()
+                await self._consume(link)
+            except BrokerRefused as exc:
+                _log.error("wms_sink_refused", reason=str(exc))
+            except BrokerUnavailable as exc:
+                _log.debug("wms_sink_link_down", reason=str(exc))
+            self._connected.clear()
+            link.abort("reconnecting")
+            self.stats.reconnects += 1
+            await asyncio.sleep(backoff.delay_s(attempt))
+            attempt += 1
+
+    def _on_event(self, event: LinkEvent) -> None:
+        if isinstance(event, Message):
+            self._queue.put_nowait(event)
+        elif isinstance(event, Disconnected):
+            # Wake the consumer so it notices the lost link and reconnects.
+            self._queue.put_nowait(Message(topic="", payload=b""))
+
+    async def _consume(self, link: MqttLink) -> None:
+        while link.connected:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < ACK_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await self._handle(link, batch)
+            if not link.connected:
+                raise BrokerUnavailable("link lost")
+
+    async def _handle(self, link: MqttLink, messages: list[Message]) -> None:
+        parsed: list[_Parsed] = []
+        for message in messages:
+            if not message.topic or self._is_reply(message):
+                continue
+            self.stats.received += 1
+            try:
+                parsed.append(_parse(message.payload))
+            except InputError as exc:
+                self.stats.bad += 1
+                _log.warning("wms_sink_bad_movement", topic=message.topic, reason=exc.reason)
+        if not parsed:
+            return
+        assert self._db is not None
+        new = await asyncio.to_thread(_store, self._db, parsed)
+        self.stats.stored += new
+        self.stats.duplicates += len(parsed) - new
+        self._note_order(parsed)
+        if self.ack and link.connected:
+            self._send_acks(link, parsed)
+
+    def _is_reply(self, message: Message) -> bool:
+        if message.topic != self._reply_topic:
+            return False
+        waiter = self._replies.get(message.correlation_data or b"")
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message.payload)
+        return True
+
+    def _note_order(self, parsed: Sequence[_Parsed]) -> None:
+        for item in parsed:
+            key = f"{item.site}/{item.gateway}"
+            last = self.stats.last_seq.get(key, 0)
+            if item.seq < last:
+                self.stats.out_of_order += 1
+            self.stats.last_seq[key] = max(last, item.seq)
+
+    def _send_acks(self, link: MqttLink, parsed: Sequence[_Parsed]) -> None:
+        """Ack after the commit, one message per gateway."""
+        by_gateway: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for item in parsed:
+            by_gateway[(item.site, item.gateway)].append(item.id)
+        for (site, gateway), ids in by_gateway.items():
+            topic = f"{self.prefix}/{site}/{gateway}/ack"
+            link.publish(topic, json.dumps({"ids": ids}).encode())
+            self.stats.acks_sent += 1
+
+    async def _query_int(self, sql: str) -> int:
+        assert self._db is not None
+        db = self._db
+        row = await asyncio.to_thread(lambda: db.execute(sql).fetchone())
+        return int(row[0])
+
+
+def load_announcements(path: Path) -> list[dict[str, Any]]:
+    """Expected returns from a CSV with a header row: rma, customer, epc, gtin, serial, qty."""
+    rmas: dict[str, dict[str, Any]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            rma = (row.get("rma") or "").strip()
+            if not rma:
+                raise InputError("announcements", f"line {number}: 'rma' is empty")
+            entry = rmas.setdefault(rma, {"rma": rma, "items": []})
+            if row.get("customer"):
+                entry["customer"] = row["customer"].strip()
+            if row.get("expires_at"):
+                entry["expires_at"] = row["expires_at"].strip()
+            item: dict[str, Any] = {}
+            for key in ("epc", "gtin", "serial"):
+                if row.get(key):
+                    item[key] = row[key].strip()
+            qty = (row.get("qty") or "1").strip()
+            if not qty.isdigit():
+                raise InputError("announcements", f"line {number}: 'qty' must be a whole number")
+            item["qty"] = int(qty)
+            entry["items"].append(item)
+    return list(rmas.values())
+
+
+def _open_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _store(db: sqlite3.Connection, items: Sequence[_Parsed]) -> int:
+    """Insert new ids, count copies of known ones, in one transaction; return how many were new."""
+    now = time.time()
+    ids = [item.id for item in items]
+    placeholders = ",".join("?" * len(ids))
+    with db:
+        known = {
+            row[0]
+            for row in db.execute(
+                f"SELECT id FROM movements WHERE id IN ({placeholders})",  # noqa: S608 - placeholders only
+                ids,
+            )
+        }
+        db.executemany(
+            "INSERT INTO movements (id, site, gateway, seq, type, payload, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET copies = copies + 1",
+            [(i.id, i.site, i.gateway, i.seq, i.type, i.payload, now) for i in items],
+        )
+    return len(set(ids) - known)
+
+
+def _parse(payload: bytes) -> _Parsed:
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError("movement", "not JSON") from exc
+    if not isinstance(message, dict):
+        raise InputError("movement", "not a JSON object")
+    if message.get("type") == "EPCISDocument":
+        movement_id, seq = message.get("dg:movementId"), message.get("dg:seq")
+        site, gateway = message.get("dg:site"), message.get("dg:gateway")
+        kind = message.get("dg:movementType")
+    else:
+        movement_id, seq = message.get("id"), message.get("seq")
+        site, gateway, kind = message.get("site"), message.get("gateway"), message.get("type")
+    if not all(isinstance(v, str) for v in (movement_id, site, gateway, kind)):
+        raise InputError("movement", "id, site, gateway and type must be strings")
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise InputError("movement", "seq must be an integer")
+    return _Parsed(
+        id=str(movement_id),
+        site=str(site),
+        gateway=str(gateway),
+        seq=seq,
+        type=str(kind),
+        payload=payload.decode(),
+    )
