@@ -72,6 +72,15 @@ class OutboxFull(GatewayError):
         self.budget_bytes = budget_bytes
 
 
+class BufferUnavailable(GatewayError):
+    """The buffer file cannot be used (missing for a read-only open, SQLite I/O or lock error)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class BufferCorrupt(GatewayError):
     """The SQLite file failed its integrity check; it was moved aside to `moved_to`."""
 

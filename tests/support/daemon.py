@@ -167,14 +167,16 @@ class DaemonProcess:
 
 
 def buffer_stats(config: Path) -> dict[str, Any]:
-    """`gateway buffer stats --config FILE` as a dict."""
+    """`gateway buffer stats --config FILE` as a dict; `pending` is -1 until the file exists."""
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "buffer", "stats", "--config", str(config)],
         capture_output=True,
-        check=True,
+        check=False,
         cwd=ROOT,
         timeout=30,
     )
+    if out.returncode != 0:
+        return {"pending": -1, "gaps_total": 0, "refused_events_total": 0, "last_seq": 0}
     stats: dict[str, Any] = json.loads(out.stdout)
     return stats
 
