@@ -27,12 +27,11 @@ from gateway.buffer.store import (
     JOURNAL_ROW_OVERHEAD_B,
     OUTBOX_ROW_OVERHEAD_B,
     Buffer,
-    BufferUnavailable,
     OutboxRow,
 )
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement
-from gateway.errors import OutboxFull
+from gateway.errors import BufferUnavailable, OutboxFull
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "gateway" / "buffer" / "migrations"
