@@ -122,6 +122,22 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     schema.add_argument("what", nargs="?", choices=["profile", "config"], default="profile")
     schema.set_defaults(handler=_cmd_print_schema)
 
+    sink = sub.add_parser("wms-sink", help="the reference WMS consumer (stores, dedupes, acks)")
+    sink.add_argument("--mqtt-host", default="127.0.0.1")
+    sink.add_argument("--mqtt-port", type=int, default=1883)
+    sink.add_argument("--db", required=True, type=Path, help="SQLite file for stored movements")
+    sink.add_argument("--prefix", default="returns")
+    sink.add_argument("--group", default="wms", help="shared-subscription group")
+    sink.add_argument("--username", default=None)
+    sink.add_argument("--password-env", default=None, help="environment variable with the password")
+    sink.add_argument("--no-ack", action="store_true", help="store but never acknowledge")
+    sink.add_argument("--announce", type=Path, default=None, help="CSV of expected returns to send")
+    sink.add_argument("--site", default=None, help="with --announce: the gateway's site")
+    sink.add_argument("--gateway", default=None, help="with --announce: the gateway's id")
+    sink.add_argument("--command-key-env", default=None, help="sign announcements with this key")
+    sink.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    sink.set_defaults(handler=_cmd_wms_sink)
+
     status = sub.add_parser("status", help="buffer and reader state for a person")
     status.add_argument("--config", required=True, type=Path)
     status.set_defaults(handler=_cmd_status)
@@ -281,8 +297,64 @@ def _cmd_print_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_wms_sink(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from gateway.logs import configure_logging  # noqa: PLC0415
+    from gateway.wms_sink import WmsSink, load_announcements  # noqa: PLC0415
+
+    if args.announce is not None and (args.site is None or args.gateway is None):
+        print("error: --announce needs --site and --gateway", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rmas = load_announcements(args.announce) if args.announce is not None else None
+    key = os.environ.get(args.command_key_env, "").encode() if args.command_key_env else None
+    password = os.environ.get(args.password_env) if args.password_env else None
+    configure_logging("auto", "INFO")
+
+    async def run() -> None:
+        sink = WmsSink(
+            args.mqtt_host,
+            args.mqtt_port,
+            args.db,
+            prefix=args.prefix,
+            group=args.group,
+            ack=not args.no_ack,
+            username=args.username,
+            password=password,
+        )
+        async with sink:
+            if rmas is not None:
+                reply = await sink.announce(
+                    args.site, args.gateway, {"action": "add", "rmas": rmas}, signed=key or None
+                )
+                print(json.dumps({"announce": reply}))
+            started = asyncio.get_running_loop().time()
+            while (
+                args.duration is None or asyncio.get_running_loop().time() - started < args.duration
+            ):
+                await asyncio.sleep(min(5.0, args.duration or 5.0))
+                stats = sink.stats
+                print(
+                    json.dumps(
+                        {
+                            "stored": await sink.count(),
+                            "received": stats.received,
+                            "duplicates": stats.duplicates,
+                            "bad": stats.bad,
+                            "acks_sent": stats.acks_sent,
+                        }
+                    ),
+                    flush=True,
+                )
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
-    return _cmd_buffer_stats(args)
+    from gateway.operations import status_cli  # noqa: PLC0415
+
+    return status_cli(args.config)
 
 
 def _inputs(values: Iterable[str], *, gs: bool) -> Iterable[str]:

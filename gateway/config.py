@@ -85,6 +85,7 @@ class PatternsSection(_Model):
     rma_close: str = r"^RMA-CLOSE$"
     location: str = r"^LOC-[0-9A-Z-]+$"
     disposition: str = r"^DISP-(RESTOCK|REPAIR|RECYCLE|DISPOSE|DONATE)$"
+    gs1_dictionary: Path | None = None
 
 
 class StationSection(_Model):
@@ -344,7 +345,12 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         for reader in config.readers
     ]
     gateway = config.gateway.model_copy(update={"state_dir": resolve(config.gateway.state_dir)})
+    patterns = config.patterns
+    if patterns.gs1_dictionary is not None:
+        patterns = patterns.model_copy(update={"gs1_dictionary": resolve(patterns.gs1_dictionary)})
     profiles = config.profiles
     if profiles.dir is not None:
         profiles = profiles.model_copy(update={"dir": resolve(profiles.dir)})
-    return config.model_copy(update={"readers": readers, "gateway": gateway, "profiles": profiles})
+    return config.model_copy(
+        update={"readers": readers, "gateway": gateway, "profiles": profiles, "patterns": patterns}
+    )

@@ -10,6 +10,7 @@ from gateway.errors import InputError
 
 MAX_RMAS = 200_000
 MAX_ITEMS_PER_RMA = 10_000
+_COMMAND_KEYS = frozenset({"action", "rmas", "rma", "customer", "items", "expires_at"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +71,7 @@ class ExpectedReturns:
 
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         """Apply an `expected-returns` command (add, replace, cancel); return a result summary."""
-        action = command.get("action", "add")
-        if action not in {"add", "replace", "cancel"}:
-            raise InputError("expected-returns", f"unknown action {str(action)[:20]!r}")
+        action = _checked_action(command)
         if action == "replace":
             self._rmas.clear()
             self._reindex()
@@ -205,6 +204,18 @@ class ExpectedReturns:
                     self._by_serial[(line.gtin, line.serial)] = (rma.rma, index)
                 elif line.gtin is not None:
                     self._by_gtin.setdefault(line.gtin, []).append((rma.rma, index))
+
+
+def _checked_action(command: dict[str, Any]) -> str:
+    unknown = sorted(set(command) - _COMMAND_KEYS)
+    if unknown:
+        raise InputError("expected-returns", f"unknown key {unknown[0][:40]!r}")
+    action = command.get("action", "add")
+    if action not in {"add", "replace", "cancel"}:
+        raise InputError("expected-returns", f"unknown action {str(action)[:20]!r}")
+    if action != "replace" and "rmas" not in command and "rma" not in command:
+        raise InputError("expected-returns", "nothing to do: give 'rmas' (a list) or one 'rma'")
+    return str(action)
 
 
 def _parse_rma(entry: object) -> Rma:

@@ -57,6 +57,7 @@ class PipelinePlan:
     zones: Mapping[str, Mapping[str, Sequence[int]]] = field(default_factory=dict)
     patterns: Patterns | None = None
     rules: RuleTable = BUILTIN_RULES
+    reader_floors_dbm: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,10 @@ class Pipeline:
             return []
         if isinstance(event, TagRead):
             self.counters["tag_reads"] += 1
+            floor = self.plan.reader_floors_dbm.get(event.reader)
+            if floor is not None and event.rssi_dbm is not None and event.rssi_dbm < floor:
+                self.counters["reads_below_reader_floor"] += 1
+                return []
             self._trackers[station.id].observe(event)
             return []
         self.counters["scans"] += 1

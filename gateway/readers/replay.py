@@ -86,6 +86,8 @@ class ReplayDriver:
         self._health.state = "inventorying"
         started = self._monotonic()
         index = 0
+        # Pace in chunks of about 50 ms of input, so a slow replay does not come in bursts.
+        chunk = max(1, min(_CHUNK_LINES, int(self._rate_per_s / 20)))
         for line_no, line in enumerate(self._file, start=1):
             if not line.strip():
                 continue
@@ -104,7 +106,7 @@ class ReplayDriver:
             self._health.events += 1
             self._health.last_event_at_s = event.at_s
             yield event
-            if index % _CHUNK_LINES == 0:
+            if index % chunk == 0:
                 ahead_s = index / self._rate_per_s - (self._monotonic() - started)
                 await asyncio.sleep(max(0.0, ahead_s))
         self._health.state = "done"

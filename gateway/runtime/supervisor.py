@@ -32,6 +32,13 @@ class ReaderSlot:
     last_error: str | None = None
     last_event_at_s: float | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    sessions: int = 0
+    restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_restart(self) -> None:
+        """End the current session (or backoff wait) now and connect again with fresh settings."""
+        self.restart_requested.set()
 
     def health(self) -> ReaderHealth:
         """Totals plus the live session, as one record."""
@@ -65,48 +72,129 @@ async def supervise_reader(
     slot: ReaderSlot,
     sink: Callable[[RawEvent], Awaitable[None]],
     backoff: Backoff,
-    *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Run a reader until its input ends; reconnect after failures; never kill the daemon."""
+    """Run a reader until its input ends; reconnect after failures; never kill the daemon.
+
+    `slot.request_restart()` ends the session or the backoff wait at once and reconnects with a
+    driver made afresh (a changed profile takes effect this way, with no daemon restart).
+    `slot.settled` is set once each session has either started (connected and inventorying) or
+    failed, so a caller that changed the reader's settings can see the outcome.
+    """
     attempt = 0
     while True:
-        driver = make_driver()
-        slot.driver = driver
-        slot.state = "connecting"
-        try:
-            async with driver:
-                slot.state = "connected"
-                if attempt:
-                    slot.reconnects += 1
-                    _log.info("reader_reconnected", reader=slot.reader, attempts=attempt)
-                attempt = 0
-                async for event in driver.events():
-                    await sink(event)
-        except ReaderRejectedConfig as exc:
-            slot._close_session(driver)  # noqa: SLF001
-            slot.state = "rejected-config"
-            slot.last_error = exc.reason
-            _log.error("reader_rejected_config", reader=slot.reader, reason=exc.reason)
-            await sleep(_REJECTED_RETRY_S)
-            continue
-        except ReaderUnavailable as exc:
-            live_state = driver.health.state
-            slot._close_session(driver)  # noqa: SLF001
-            slot.state = "silent" if live_state == "silent" else "down"
-            slot.last_error = exc.reason
-            log = _log.warning if attempt == 0 else _log.debug
-            log("reader_unavailable", reader=slot.reader, reason=exc.reason, attempt=attempt)
-        except Exception as exc:  # noqa: BLE001 - containment boundary: a driver bug must not stop the daemon
-            slot._close_session(driver)  # noqa: SLF001
-            slot.state = "down"
-            slot.last_error = f"{type(exc).__name__}: {exc}"
-            _log.exception("reader_crashed", reader=slot.reader)
-        else:
-            slot.state = "done"
-            slot._close_session(driver)  # noqa: SLF001 - the slot's own helper
-            _log.info("reader_input_ended", reader=slot.reader)
+        outcome, connected = await _session(make_driver, slot, sink, attempt)
+        if connected:
+            attempt = 0
+        if outcome == "done":
             return
+        if outcome == "restart":
+            continue
+        if outcome == "rejected":
+            await _sleep_or_restart(_REJECTED_RETRY_S, slot)
+            continue
         delay_s = backoff.delay_s(attempt)
         attempt += 1
-        await sleep(delay_s)
+        await _sleep_or_restart(delay_s, slot)
+
+
+async def _session(
+    make_driver: Callable[[], ReaderDriver],
+    slot: ReaderSlot,
+    sink: Callable[[RawEvent], Awaitable[None]],
+    attempt: int,
+) -> tuple[str, bool]:
+    """One connection: ("done" | "restart" | "rejected" | "failed", whether it connected)."""
+    slot.restart_requested.clear()
+    slot.settled.clear()
+    driver = make_driver()
+    slot.driver = driver
+    slot.state = "connecting"
+    slot.sessions += 1
+    connected = False
+    try:
+        async with driver:
+            connected = True
+            slot.state = "connected"
+            slot.settled.set()
+            if attempt:
+                slot.reconnects += 1
+                _log.info("reader_reconnected", reader=slot.reader, attempts=attempt)
+            restarted = await _consume_until_restart(driver, slot, sink)
+    except ReaderRejectedConfig as exc:
+        slot._close_session(driver)  # noqa: SLF001 - the slot's own helper
+        slot.state = "rejected-config"
+        slot.last_error = exc.reason
+        _log.error("reader_rejected_config", reader=slot.reader, reason=exc.reason)
+        slot.settled.set()
+        return "rejected", connected
+    except ReaderUnavailable as exc:
+        live_state = driver.health.state
+        slot._close_session(driver)  # noqa: SLF001
+        slot.state = "silent" if live_state == "silent" else "down"
+        slot.last_error = exc.reason
+        log = _log.warning if attempt == 0 else _log.debug
+        log("reader_unavailable", reader=slot.reader, reason=exc.reason, attempt=attempt)
+        slot.settled.set()
+        return "failed", connected
+    except Exception as exc:  # noqa: BLE001 - containment boundary: a driver bug must not stop the daemon
+        slot._close_session(driver)  # noqa: SLF001
+        slot.state = "down"
+        slot.last_error = f"{type(exc).__name__}: {exc}"
+        _log.exception("reader_crashed", reader=slot.reader)
+        slot.settled.set()
+        return "failed", connected
+    slot._close_session(driver)  # noqa: SLF001
+    if restarted:
+        slot.state = "connecting"
+        _log.info("reader_session_restarted", reader=slot.reader)
+        return "restart", connected
+    slot.state = "done"
+    _log.info("reader_input_ended", reader=slot.reader)
+    return "done", connected
+
+
+async def _consume_until_restart(
+    driver: ReaderDriver, slot: ReaderSlot, sink: Callable[[RawEvent], Awaitable[None]]
+) -> bool:
+    """Pass events to the sink until the input ends (False) or a restart is requested (True)."""
+
+    async def consume() -> None:
+        async for event in driver.events():
+            await sink(event)
+
+    consumer = asyncio.create_task(consume(), name=f"reader-events:{slot.reader}")
+    restart = asyncio.create_task(
+        slot.restart_requested.wait(), name=f"reader-restart:{slot.reader}"
+    )
+    try:
+        done, _ = await asyncio.wait({consumer, restart}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (consumer, restart):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(consumer, restart, return_exceptions=True)
+    if consumer in done:
+        consumer.result()  # re-raise ReaderUnavailable and friends
+        return False
+    return True
+
+
+async def wait_for_session(slot: ReaderSlot, after_sessions: int, timeout_s: float) -> str:
+    """The state of the first session begun after `after_sessions` once settled, or "timeout"."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await slot.settled.wait()
+                if slot.sessions > after_sessions:
+                    return slot.health().state
+                slot.settled.clear()
+    except TimeoutError:
+        return "timeout"
+
+
+async def _sleep_or_restart(delay_s: float, slot: ReaderSlot) -> None:
+    try:
+        async with asyncio.timeout(delay_s):
+            await slot.restart_requested.wait()
+    except TimeoutError:
+        return

@@ -93,6 +93,9 @@ def test_cancel_replace_and_snapshot_round_trip() -> None:
         {"rma": "R", "items": [{"gtin": "1", "qty": 0}]},
         {"rma": "R", "items": "all"},
         {"rma": "R", "expires_at": "soon"},
+        {"ids": 5},
+        {"upto_seq": "x"},
+        {"action": "add"},
     ],
 )
 def test_bad_commands_raise_input_error(command: dict[str, object]) -> None:
