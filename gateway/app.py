@@ -124,6 +124,7 @@ class Daemon:
         self.kpi_snapshot: dict[str, object] | None = None
         self._nonces = NonceCache()
         self._reader_tasks: list[asyncio.Task[None]] = []
+        self._broker_down_since: float | None = None
         self._pipeline_lock = asyncio.Lock()
         self._profile_lock = asyncio.Lock()
         self._rate_samples: dict[str, deque[tuple[float, int]]] = {}
@@ -201,9 +202,18 @@ class Daemon:
             "readers": {slot.reader: _reader_dict(slot) for slot in self.slots},
             "buffer": _stats_dict(stats) if stats is not None else None,
             "counters": dict(self.counters),
+            "broker": self._broker_health(),
             "movements_by_type": dict(self.movements_by_type),
             "kpi": self.kpi_snapshot,
         }
+
+    def _broker_health(self) -> dict[str, Any] | None:
+        if self.forwarder is None:
+            return None
+        broker = _public_fields(self.forwarder.stats)
+        since = self._broker_down_since
+        broker["down_for_s"] = None if since is None else round(self._monotonic() - since, 1)
+        return broker
 
     def view(self) -> DaemonView:
         """A snapshot for people: readers, buffer, forwarder, counters."""
@@ -389,6 +399,11 @@ class Daemon:
             self.stats = await self.buffer.stats()
             self._notifier.send(f"STATUS={self.status_line()}")
             now = self._monotonic()
+            connected = self.forwarder is not None and self.forwarder.stats.connected
+            if connected:
+                self._broker_down_since = None
+            elif self._broker_down_since is None:
+                self._broker_down_since = now
             for slot in self.slots:
                 samples = self._rate_samples.setdefault(slot.reader, deque())
                 samples.append((now, slot.health().events))

@@ -1,0 +1,541 @@
+"""The only module that imports paho: one MQTT 5 connection driven from the asyncio loop.
+
+paho runs without a thread of its own (aiomqtt style): its socket is watched with
+`loop.add_reader`/`add_writer`, a timer calls `loop_misc` for keepalive, and only the blocking TCP
+and TLS connect runs in the loop's default executor. paho never retries or re-sends on its own: each
+`MqttLink` is one connection with a fresh paho client (`reconnect_on_failure=False`), its queue of
+outgoing messages is dropped at connect, and a lost link is reported once as `Disconnected`; the
+caller makes a new link to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config import MqttSection
+from gateway.errors import BrokerRefused, BrokerUnavailable
+from gateway.logs import get_logger
+
+_log = get_logger("mqtt")
+
+DEFAULT_RECEIVE_MAXIMUM = 65535
+MISC_INTERVAL_S = 1.0
+TLS_DRAIN_READS = 1000
+SESSION_EXPIRY_S = 3600
+MAX_PACKET_BYTES = 8 * 1024 * 1024
+
+# CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
+_REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS to the broker; the CA and hostname are verified unless `insecure_skip_verify`."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The Last Will the broker publishes when the link dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """Everything one connection needs; the password is never shown in repr or logs."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    will: Will | None = None
+    connect_timeout_s: float = 10.0
+    session_expiry_s: int = SESSION_EXPIRY_S
+    max_packet_bytes: int = MAX_PACKET_BYTES
+
+    @classmethod
+    def from_config(cls, section: MqttSection, client_id: str, will: Will | None) -> LinkSettings:
+        """Settings from the `[mqtt]` section (password read from its environment variable)."""
+        tls = None
+        if section.tls is not None:
+            tls = TlsSettings(
+                ca_file=section.tls.ca_file,
+                cert_file=section.tls.cert_file,
+                key_file=section.tls.key_file,
+                insecure_skip_verify=section.tls.insecure_skip_verify,
+            )
+        return cls(
+            host=section.host,
+            port=section.port,
+            client_id=client_id,
+            keepalive_s=section.keepalive_s,
+            username=section.username,
+            password=section.password(),
+            tls=tls,
+            will=will,
+            connect_timeout_s=max(5.0, float(section.keepalive_s)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishProperties:
+    """The MQTT 5 publish properties the gateway uses (request/response, user properties)."""
+
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The broker answered a QoS 1 publish; `ok` is False for a failure reason (>= 0x80)."""
+
+    mid: int
+    reason_code: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message from a subscription, with its MQTT 5 request/response properties."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The link is gone (lost, closed by the broker, aborted or disconnected); reported once."""
+
+    reason: str
+
+
+LinkEvent = Published | Message | Disconnected
+
+
+class MqttLink:
+    """One MQTT 5 connection; events go to `on_event`, called on the event loop, never raising."""
+
+    def __init__(self, settings: LinkSettings, on_event: Callable[[LinkEvent], None]) -> None:
+        self.settings = settings
+        self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
+        self.session_present = False
+        self._on_event = on_event
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._fd = -1
+        self._misc: asyncio.TimerHandle | None = None
+        self._connack: asyncio.Future[tuple[ReasonCode, Properties | None]] | None = None
+        self._subscriptions: dict[int, asyncio.Future[list[int]]] = {}
+        self._connected = False
+        self._gone = False
+        self._closed = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether CONNACK accepted us and the link has not been lost since."""
+        return self._connected
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    async def connect(self) -> None:
+        """Connect, await CONNACK; raise BrokerRefused (auth, TLS trust) or BrokerUnavailable."""
+        if self._client is not None:
+            raise RuntimeError("an MqttLink connects once; make a new one to reconnect")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._connack = loop.create_future()
+        client = self._client = self._make_client()
+        settings = self.settings
+        pending = loop.run_in_executor(None, self._blocking_connect, client)
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                await asyncio.shield(pending)
+                reason, properties = await self._connack
+        except BaseException as exc:
+            # The executor thread may still be connecting: close whatever it opens when it is done.
+            pending.add_done_callback(lambda _: self._close_socket())
+            self._close_socket()
+            if isinstance(exc, TimeoutError):
+                raise BrokerUnavailable(
+                    f"no CONNACK from {settings.host}:{settings.port} "
+                    f"within {settings.connect_timeout_s} s"
+                ) from exc
+            raise
+        if reason.is_failure:
+            self._close_socket()
+            text = f"broker refused the connection: {reason.getName()} (0x{reason.value:02x})"
+            if reason.value in _REFUSED_REASONS:
+                raise BrokerRefused(text)
+            raise BrokerUnavailable(text)
+        if properties is not None:
+            self.receive_maximum = int(
+                getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM)
+            )
+        # A fresh client has nothing queued; dropping anyway guarantees paho never re-sends alone.
+        client.drop_out_messages()
+        self._connected = True
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: PublishProperties | None = None,
+    ) -> int:
+        """Queue a publish and return its mid; raise BrokerUnavailable when not connected."""
+        client = self._client
+        if client is None or not self._connected:
+            raise BrokerUnavailable("not connected")
+        info = client.publish(
+            topic, payload, qos, retain, None if properties is None else _properties(properties)
+        )
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise BrokerUnavailable(f"publish failed: {paho.error_string(info.rc)}")
+        return int(info.mid)
+
+    def flush(self) -> None:
+        """Write what publish() queued now, not on the loop's next turn (fewer round trips)."""
+        client = self._client
+        if client is None or not client.want_write():
+            return
+        try:
+            client.loop_write()
+        except OSError as exc:
+            self.abort(f"write failed: {exc}")
+
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
+        """Subscribe and wait for SUBACK; return one reason code per filter (>= 0x80 refused)."""
+        client = self._client
+        if client is None or not self._connected or self._loop is None:
+            raise BrokerUnavailable("not connected")
+        result, mid = client.subscribe([(topic, qos) for topic in filters])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise BrokerUnavailable(f"subscribe failed: {paho.error_string(result)}")
+        waiter: asyncio.Future[list[int]] = self._loop.create_future()
+        self._subscriptions[mid] = waiter
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                return await waiter
+        except TimeoutError as exc:
+            raise BrokerUnavailable("no SUBACK") from exc
+        finally:
+            self._subscriptions.pop(mid, None)
+
+    async def disconnect(self, timeout_s: float = 1.0) -> None:
+        """Send DISCONNECT (the broker drops the Will) and close; abort after `timeout_s`."""
+        client = self._client
+        if client is None or client.socket() is None:
+            self._close_socket()
+            return
+        client.disconnect()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._closed.wait()
+        except TimeoutError:
+            self.abort("disconnect timed out")
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Close the socket without DISCONNECT (the broker publishes the Will); report it."""
+        self._close_socket()
+        self._lost(reason)
+
+    # -- paho set-up -------------------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        settings = self.settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
+        client.max_inflight_messages_set(0)
+        client.max_queued_messages_set(0)
+        client.connect_timeout = settings.connect_timeout_s
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls is not None:
+            try:
+                context = _ssl_context(settings.tls)
+            except OSError as exc:  # ssl.SSLError is an OSError
+                raise BrokerRefused(f"TLS files unusable: {exc}") from exc
+            client.tls_set_context(context)
+            if settings.tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        if settings.will is not None:
+            will = settings.will
+            client.will_set(will.topic, will.payload, will.qos, will.retain)
+        client.on_connect = self._paho_connect
+        client.on_disconnect = self._paho_disconnect
+        client.on_publish = self._paho_publish
+        client.on_message = self._paho_message
+        client.on_subscribe = self._paho_subscribe
+        client.on_socket_open = self._paho_socket_open
+        client.on_socket_close = self._paho_socket_close
+        client.on_socket_register_write = self._paho_register_write
+        client.on_socket_unregister_write = self._paho_unregister_write
+        return client
+
+    def _blocking_connect(self, client: paho.Client) -> None:
+        """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
+        settings = self.settings
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = settings.session_expiry_s
+        properties.MaximumPacketSize = settings.max_packet_bytes
+        try:
+            client.connect(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=False,
+                properties=properties,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            raise BrokerUnavailable(f"TLS handshake failed: {exc.reason}") from exc
+        except (OSError, ValueError) as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to {settings.host}:{settings.port}: {exc}"
+            ) from exc
+
+    # -- socket plumbing (paho calls these on the loop, or from the executor during connect) --
+
+    def _on_loop(self, func: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            func()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed while connecting
+                loop.call_soon_threadsafe(func)
+
+    def _paho_socket_open(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        fd = int(sock.fileno())
+
+        def watch() -> None:
+            if self._loop is None or client.socket() is not sock or self._gone:
+                return
+            self._fd = fd
+            self._loop.add_reader(self._fd, self._readable)
+            self._misc = self._loop.call_later(MISC_INTERVAL_S, self._misc_tick)
+
+        self._on_loop(watch)
+
+    def _paho_socket_close(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
+        self._on_loop(self._unwatch)
+
+    def _paho_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        def want_write() -> None:
+            if self._loop is not None and client.socket() is sock and self._fd >= 0:
+                self._loop.add_writer(self._fd, self._writable)
+
+        self._on_loop(want_write)
+
+    def _paho_unregister_write(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
+        def done_writing() -> None:
+            if self._loop is not None and self._fd >= 0:
+                self._loop.remove_writer(self._fd)
+
+        self._on_loop(done_writing)
+
+    def _unwatch(self) -> None:
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd = -1
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+
+    def _readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            client.loop_read()
+            sock = client.socket()
+            # TLS can hold decrypted bytes the selector will not report again.
+            if isinstance(sock, ssl.SSLSocket):
+                tls_sock: ssl.SSLSocket = sock
+                for _ in range(TLS_DRAIN_READS):
+                    if not tls_sock.pending() or client.socket() is not tls_sock:
+                        break
+                    client.loop_read()
+        except OSError as exc:
+            self.abort(f"read failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - containment boundary: paho's read path runs our callbacks; a bug there must drop the link, not wedge it
+            _log.exception("mqtt_read_failed", error=repr(exc))
+            self.abort(f"read failed: {exc!r}")
+
+    def _writable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            client.loop_write()
+        except OSError as exc:
+            self.abort(f"write failed: {exc}")
+
+    def _misc_tick(self) -> None:
+        client = self._client
+        self._misc = None
+        if client is None or client.socket() is None or self._loop is None:
+            return
+        client.loop_misc()
+        if client.socket() is not None and self._fd >= 0:
+            self._misc = self._loop.call_later(MISC_INTERVAL_S, self._misc_tick)
+
+    def _close_socket(self) -> None:
+        """Close paho's socket (paho has no public abort); safe from any thread, idempotent."""
+        client = self._client
+        if client is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._unwatch()
+        client._sock_close()  # noqa: SLF001 - the only way to drop the socket without DISCONNECT
+        self._closed.set()
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self._connected
+        self._connected = False
+        self._closed.set()
+        connack = self._connack
+        if connack is not None and not connack.done():
+            connack.set_exception(BrokerUnavailable(f"connection closed before CONNACK: {reason}"))
+        for waiter in self._subscriptions.values():
+            if not waiter.done():
+                waiter.set_exception(BrokerUnavailable(f"connection lost: {reason}"))
+        if was_connected and not self._gone:
+            self._gone = True
+            self._on_event(Disconnected(reason))
+        self._gone = True
+
+    # -- paho callbacks (on the loop thread) ---------------------------------------------------
+
+    def _paho_connect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.session_present = bool(getattr(_flags, "session_present", False))
+        connack = self._connack
+        if connack is not None and not connack.done():
+            connack.set_result((reason, properties))
+
+    def _paho_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        text = reason.getName() if isinstance(reason, ReasonCode) else str(reason)
+        self._on_loop(lambda: self._lost(text))
+
+    def _paho_publish(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        value = reason.value
+        self._on_event(Published(mid, value, value < 0x80))
+
+    def _paho_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            return  # the broker validates UTF-8; nothing of ours can match such a topic
+        props = msg.properties
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        user = getattr(props, "UserProperty", None) or []
+        self._on_event(
+            Message(
+                topic=topic,
+                payload=bytes(msg.payload),
+                response_topic=response_topic if isinstance(response_topic, str) else None,
+                correlation_data=bytes(correlation) if correlation is not None else None,
+                user_properties=tuple((str(k), str(v)) for k, v in user),
+            )
+        )
+
+    def _paho_subscribe(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        _properties: Any,
+    ) -> None:
+        waiter = self._subscriptions.get(mid)
+        if waiter is not None and not waiter.done():
+            waiter.set_result([int(r.value) for r in reasons])
+
+
+def _properties(props: PublishProperties) -> Properties:
+    out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if props.response_topic is not None:
+        out.ResponseTopic = props.response_topic
+    if props.correlation_data is not None:
+        out.CorrelationData = props.correlation_data
+    if props.user_properties:
+        out.UserProperty = list(props.user_properties)
+    return out
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(
+        cafile=str(tls.ca_file) if tls.ca_file is not None else None
+    )
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
