@@ -66,7 +66,7 @@ def run_demo(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="dock-demo-"))
         )
         work.mkdir(parents=True, exist_ok=True)
-        broker = _choose_broker(mqtt_host, mqtt_port, work)
+        broker = _choose_broker(mqtt_host, mqtt_port, work, private_first=chaos)
         stack.callback(_stop_private_broker, broker)
         console.print(_broker_sentence(broker))
         log_file = stack.enter_context((work / "gateway.log").open("a", encoding="utf-8"))
@@ -288,14 +288,21 @@ def _script() -> Iterator[dict[str, Any]]:
                 yield {"kind": "barcode", "data": item(k), "station": "recycle-1"}
 
 
-def _choose_broker(host: str | None, port: int | None, work: Path) -> Broker:
+def _choose_broker(
+    host: str | None, port: int | None, work: Path, *, private_first: bool
+) -> Broker:
+    """The broker named, else localhost:1883, else a private mosquitto, else none (offline).
+
+    With `private_first` (chaos), a private mosquitto is preferred: the demo must be able to
+    stop and start the broker it uses, and it never stops one it did not start.
+    """
     if host is not None:
         return Broker(host=host, port=port or 1883, how="given")
-    if _answers("127.0.0.1", port or 1883):
-        return Broker(host="127.0.0.1", port=port or 1883, how="localhost")
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
+    if (binary is None or not private_first) and _answers("127.0.0.1", port or 1883):
+        return Broker(host="127.0.0.1", port=port or 1883, how="localhost")
     if binary is None:
         return Broker(host="127.0.0.1", port=_free_port(), how="offline")
     broker = Broker(host="127.0.0.1", port=_free_port(), how="private", workdir=work / "mosquitto")

@@ -276,3 +276,71 @@ def test_tiny_buffer_keeps_movements_drops_raw_and_reports_a_gap(tmp_path: Path)
 
 def _replay_done(daemon: DaemonProcess) -> bool:
     return any(e.get("event") == "replay_finished" for e in daemon.log_events())
+
+
+def test_sigterm_stops_cleanly_within_5_seconds(tmp_path: Path, broker: Mosquitto) -> None:
+    config = _config(tmp_path, broker, 200)
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        wait_until(lambda: _status(broker) == "online", 30, "status online")
+        daemon.wait_for_log("replay_finished")
+        assert daemon.proc is not None
+        started = time.monotonic()
+        code = daemon.terminate(timeout_s=10)
+        elapsed = time.monotonic() - started
+        assert code == 0
+        assert elapsed < 5.0, f"shutdown took {elapsed:.1f}s"
+        payload = retained(broker.port, f"{BASE}/status")
+        assert payload is not None
+        assert json.loads(payload)["state"] == "offline", "a clean stop publishes offline itself"
+        assert [e for e in daemon.log_events() if e.get("event") == "gateway_stopped"]
+        stats = buffer_stats(config)
+        assert stats["last_seq"] == 200
+        assert stats["cursor"] == stats["journal_last_id"], "the pipeline consumed every raw event"
+    finally:
+        if daemon.alive():
+            daemon.kill()
+
+
+def test_buffer_export_raw_is_the_replay_format(tmp_path: Path, broker: Mosquitto) -> None:
+    events: list[dict[str, Any]] = []
+    for i in range(50):
+        at = f"2026-11-22T09:{i // 60:02d}:{i % 60:02d}.250Z"
+        events.append(
+            {
+                "kind": "tag",
+                "epc": f"3074257BF7194E40000{i:05X}",
+                "antenna": 1 + i % 4,
+                "rssi_dbm": -50.5,
+                "at": at,
+            }
+        )
+        events.append({"kind": "barcode", "data": f"RMA-{i:06d}", "at": at})
+    replay = write_jsonl(tmp_path / "events.jsonl", events)
+    config = write_config(
+        tmp_path / "gateway.toml",
+        broker_port=broker.port,
+        state_dir=tmp_path / "state",
+        stations=[STATION],
+        readers=[{"kind": "replay", "id": "replay-1", "station": "door-3", "file": str(replay)}],
+    )
+    with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+        daemon.wait_for_log("replay_finished")
+        wait_until(lambda: buffer_stats(config)["journal_last_id"] == 100, 30, "100 journaled")
+        assert daemon.terminate() == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "buffer", "export", "--config", str(config), "--raw"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    exported = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(exported) == 100
+    for original, line in zip(events, exported, strict=True):
+        assert line["kind"] == original["kind"]
+        assert line["at"] == original["at"]
+        assert line["station"] == "door-3"
+        assert line["reader"] == "replay-1"
+        assert line.get("epc", line.get("data")) == original.get("epc", original.get("data"))

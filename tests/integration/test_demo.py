@@ -1,0 +1,52 @@
+"""The newcomer's path: `gateway demo` runs on its own and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _summary(stdout: str) -> dict[str, Any]:
+    match = re.search(r"^\{\n.*?^\}$", stdout, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"no summary in the demo's output:\n{stdout[-3000:]}"
+    summary: dict[str, Any] = json.loads(match.group(0))
+    return summary
+
+
+def test_demo_with_chaos_loses_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--duration",
+            "30",
+            "--chaos",
+            "--plain",
+            "--state-dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = _summary(done.stdout)
+    assert summary["broker"] == "private"
+    assert summary["broker_stops"] >= 1, "chaos must have stopped the broker"
+    assert summary["lost"] == 0
+    assert summary["movements_made"] > 50
+    assert summary["acknowledged"] == summary["movements_made"]
+    assert "broker down" in done.stdout, "the live view must have shown the outage"
