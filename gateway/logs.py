@@ -25,6 +25,8 @@ def configure_logging(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    # sllurp logs through the standard library; the LLRP driver reports its frame errors itself.
+    logging.getLogger("sllurp").setLevel(logging.CRITICAL)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -1,0 +1,29 @@
+"""Reader settings the LLRP driver applies; the lead builds them from a firmware profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LlrpSettings:
+    """Antennas, power, air settings, report trigger and keepalive for one LLRP reader.
+
+    `power_dbm_by_antenna` empty means the reader's maximum power on every antenna; a value is
+    matched to the closest entry of the reader's power table. `search_mode` is Impinj's
+    InventorySearchMode and turns on Impinj extensions (real Impinj readers only).
+    """
+
+    antennas: tuple[int, ...] = (1, 2, 3, 4)
+    power_dbm_by_antenna: tuple[tuple[int, float], ...] = ()
+    mode_identifier: int | None = None
+    session: int = 2
+    tag_population: int = 4
+    search_mode: int | None = None
+    report_every_n_tags: int = 1
+    keepalive_s: float = 10.0
+    max_clock_skew_s: float = 300.0
+    tag_filter_masks: tuple[str, ...] = ()
+    connect_timeout_s: float = 10.0
+    disconnect_timeout_s: float = 4.0
+    max_pending_reads: int = 100_000
