@@ -20,8 +20,11 @@ its seen count), bins doubling in width as the visit grows so memory stays const
 2. no reader with both an outside and an inside zone saw the tag: presence only, direction
    ``none``, a stray when the robust peak is below ``stray_rssi_dbm`` (``weak``);
 3. per zone: a zone with fewer than ``min_reads`` reads, or whose robust peak is ``leak_margin_db``
-   or more below the other zone's, is leakage and does not count. Only one zone left: stray
-   (``one_zone``, with ``parked``/``weak``/``leak`` detail);
+   or more below the other zone's while it has fewer than ``leak_read_share`` of the other zone's
+   reads, is leakage and does not count (leaked reads are weak *and* occasional; a tag that
+   crosses is read at length on both sides even when one side reads it much more weakly, as
+   tag orientation makes it do). Only one zone left: stray (``one_zone``, with
+   ``parked``/``weak``/``leak`` detail);
 4. the time profile becomes segments: each bin goes to the zone with ``dominance_ratio`` times the
    other's evidence (ties go to nobody), runs of a zone are segments, and a segment counts only with
    ``min_segment_reads`` reads and ``min_segment_share`` of its zone's evidence (flicker at the
@@ -64,6 +67,7 @@ class SmoothingSettings:
     min_confidence: float = 0.6
     stray_rssi_dbm: float = -72.0
     leak_margin_db: float = 12.0
+    leak_read_share: float = 0.5
     min_segment_reads: int = 3
     min_segment_share: float = 0.15
     full_confidence_reads: int = 5
@@ -80,6 +84,7 @@ class SmoothingSettings:
             ("min_reads", self.min_reads >= 1),
             ("min_confidence", 0.0 <= self.min_confidence <= 1.0),
             ("leak_margin_db", self.leak_margin_db >= 0),
+            ("leak_read_share", 0 <= self.leak_read_share <= 1),
             ("min_segment_reads", self.min_segment_reads >= 1),
             ("min_segment_share", 0.0 <= self.min_segment_share <= 1.0),
             ("full_confidence_reads", self.full_confidence_reads >= 1),
@@ -166,7 +171,9 @@ def _zone_counts(zone: ZoneEvidence, other: ZoneEvidence, settings: SmoothingSet
     if zone.reads < settings.min_reads:
         return False
     mine, theirs = zone.robust_peak_rssi_dbm, other.robust_peak_rssi_dbm
-    return mine is None or theirs is None or mine > theirs - settings.leak_margin_db
+    if mine is None or theirs is None or mine > theirs - settings.leak_margin_db:
+        return True
+    return zone.reads >= settings.leak_read_share * other.reads
 
 
 def _one_zone(

@@ -18,7 +18,9 @@ T0 = 1_795_000_000.0
 PLAN = PipelinePlan(
     gateway="dock-3",
     stations={
-        "door-3": StationPlan(id="door-3", kind="receiving", rescan_window_s=5.0, rma_timeout_s=600),
+        "door-3": StationPlan(
+            id="door-3", kind="receiving", rescan_window_s=5.0, rma_timeout_s=600
+        ),
         "bench-1": StationPlan(id="bench-1", kind="inspection"),
         "restock-1": StationPlan(id="restock-1", kind="restock"),
         "shelf-door": StationPlan(id="shelf-door", kind="restock", location="LOC-DEFAULT"),
@@ -32,7 +34,9 @@ def scan(data: str, at_s: float, station: str = "door-3") -> BarcodeScan:
     return BarcodeScan(reader="hh-1", station=station, data=data, at_s=at_s)
 
 
-def run(pipeline: Pipeline, events: Iterable[RawEvent], end_s: float | None = None) -> list[Movement]:
+def run(
+    pipeline: Pipeline, events: Iterable[RawEvent], end_s: float | None = None
+) -> list[Movement]:
     """Feed events with the monotonic clock equal to event time, then let visits end."""
     out: list[Movement] = []
     last = T0
@@ -130,7 +134,10 @@ def test_expected_returns_duplicate_and_completion() -> None:
     gtin1, serial1 = first[5:19], first[21:]
     gtin2, serial2 = second[5:19], second[21:]
     pipeline.apply_expected_returns(
-        {"rma": "RMA-7", "items": [{"gtin": gtin1, "serial": serial1}, {"gtin": gtin2, "serial": serial2}]}
+        {
+            "rma": "RMA-7",
+            "items": [{"gtin": gtin1, "serial": serial1}, {"gtin": gtin2, "serial": serial2}],
+        }
     )
     events = [
         scan(first, T0),
@@ -154,8 +161,14 @@ def _tags(epc: str, antennas: list[int], start_s: float, reads_each: int = 20) -
     for antenna in antennas:
         for _ in range(reads_each):
             reads.append(
-                TagRead(reader="portal", station="door-3", epc_hex=epc, antenna=antenna,
-                        at_s=at, rssi_dbm=-50.0)
+                TagRead(
+                    reader="portal",
+                    station="door-3",
+                    epc_hex=epc,
+                    antenna=antenna,
+                    at_s=at,
+                    rssi_dbm=-50.0,
+                )
             )
             at += 0.02
     return reads
@@ -213,13 +226,17 @@ def test_restart_between_rma_label_and_items_keeps_the_rma() -> None:
 station_names = st.sampled_from(["door-3", "bench-1", "restock-1", "recycle-1"])
 codes = st.one_of(
     st.integers(0, 30).map(item_scan),
-    st.sampled_from(["RMA-1", "RMA-2", "RMA-CLOSE", "DISP-REPAIR", "DISP-RESTOCK", "LOC-A-1", "junk"]),
+    st.sampled_from(
+        ["RMA-1", "RMA-2", "RMA-CLOSE", "DISP-REPAIR", "DISP-RESTOCK", "LOC-A-1", "junk"]
+    ),
 )
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(codes, station_names, st.floats(0.1, 20)), min_size=1, max_size=40),
-       st.integers(0, 40))
+@given(
+    st.lists(st.tuples(codes, station_names, st.floats(0.1, 20)), min_size=1, max_size=40),
+    st.integers(0, 40),
+)
 def test_snapshot_restore_anywhere_gives_the_same_movements(
     steps: list[tuple[str, str, float]], split: int
 ) -> None:
@@ -230,7 +247,9 @@ def test_snapshot_restore_anywhere_gives_the_same_movements(
         events.append(scan(data, at, station))
     straight = run(Pipeline(PLAN), events)
     first = Pipeline(PLAN)
-    head = run(first, events[:split], end_s=events[min(split, len(events)) - 1].at_s if split else T0)
+    head = run(
+        first, events[:split], end_s=events[min(split, len(events)) - 1].at_s if split else T0
+    )
     resumed = Pipeline(PLAN, json.loads(json.dumps(first.snapshot())))
     tail = run(resumed, events[split:])
     assert [m.id for m in head + tail] == [m.id for m in straight]
@@ -239,8 +258,11 @@ def test_snapshot_restore_anywhere_gives_the_same_movements(
 def test_smoothing_settings_come_from_the_station() -> None:
     plan = PipelinePlan(
         gateway="g",
-        stations={"door-3": StationPlan(id="door-3", kind="receiving",
-                                        smoothing=SmoothingSettings(rssi_floor_dbm=-40.0))},
+        stations={
+            "door-3": StationPlan(
+                id="door-3", kind="receiving", smoothing=SmoothingSettings(rssi_floor_dbm=-40.0)
+            )
+        },
         zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
     )
     assert run(Pipeline(plan), _tags(SGTIN, [1, 2, 3, 4], T0)) == [], "all reads below the floor"

@@ -1,0 +1,237 @@
+"""RFID at the dock door end to end: LLRP simulator -> real sllurp -> daemon -> mosquitto -> WMS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.readers.llrp.scenario import (
+    Fault,
+    Pass,
+    Scenario,
+    ScenarioTag,
+    returns_door_scenario,
+    sgtin96_hex,
+)
+from gateway.readers.llrp.simulator import LlrpSimulator
+from tests.support.broker import Mosquitto
+from tests.support.daemon import DaemonProcess, wait_until, write_config
+from tests.support.wms import Collector
+
+pytestmark = pytest.mark.slow
+
+BASE = "returns/milan-returns/dock-3"
+PROFILE = """
+name = "test-portal"
+model = "generic-llrp"
+[reader]
+reader_mode = 0
+session = 2
+tag_population = 64
+search_mode = "dual-target"
+report_every_n_tags = 64
+keepalive_s = {keepalive_s}
+rssi_floor_dbm = -80.0
+[[antennas]]
+port = 1
+power_dbm = 27.0
+[[antennas]]
+port = 2
+power_dbm = 27.0
+[[antennas]]
+port = 3
+power_dbm = 27.0
+[[antennas]]
+port = 4
+power_dbm = 27.0
+"""
+# Independent SGTIN-96 partition table (TDS 1.13 table 14-2): company prefix digits per partition.
+_COMPANY_DIGITS = {0: 12, 1: 11, 2: 10, 3: 9, 4: 8, 5: 7, 6: 6}
+_COMPANY_BITS = {0: 40, 1: 37, 2: 34, 3: 30, 4: 27, 5: 24, 6: 20}
+
+
+def sgtin96(epc_hex: str) -> tuple[str, str]:
+    """(GTIN-14, serial) of an SGTIN-96, decoded here without the product's decoder."""
+    bits = int(epc_hex, 16)
+    assert bits >> 88 == 0x30
+    partition = (bits >> 82) & 0b111
+    company_bits = _COMPANY_BITS[partition]
+    company = (bits >> (82 - company_bits)) & ((1 << company_bits) - 1)
+    item_bits = 44 - company_bits
+    item = (bits >> 38) & ((1 << item_bits) - 1)
+    serial = bits & ((1 << 38) - 1)
+    company_s = str(company).zfill(_COMPANY_DIGITS[partition])
+    item_s = str(item).zfill(13 - _COMPANY_DIGITS[partition])
+    body = item_s[0] + company_s + item_s[1:]
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return body + str((10 - total % 10) % 10), str(serial)
+
+
+class SimulatorThread:
+    """The LLRP simulator on its own event loop in a thread, so the test can read its record."""
+
+    def __init__(self, scenario: Scenario, speed: float) -> None:
+        self.scenario = scenario
+        self.speed = speed
+        self.sim: LlrpSimulator | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="llrp-simulator")
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with LlrpSimulator(self.scenario, port=0, speed=self.speed) as sim:
+            self.sim = sim
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> LlrpSimulator:
+        self._thread.start()
+        assert self._ready.wait(10), "simulator did not start"
+        assert self.sim is not None
+        return self.sim
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+
+
+def _config(tmp_path: Path, broker: Mosquitto, port: int, keepalive_s: float) -> Path:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "test-portal.toml").write_text(PROFILE.format(keepalive_s=keepalive_s))
+    return write_config(
+        tmp_path / "gateway.toml",
+        broker_port=broker.port,
+        state_dir=tmp_path / "state",
+        stations=[{"id": "door-3", "kind": "receiving", "absent_s": 2.0}],
+        readers=[
+            {
+                "kind": "llrp",
+                "id": "door-3-portal",
+                "host": "127.0.0.1",
+                "port": port,
+                "station": "door-3",
+                "profile": "test-portal",
+                "zones": {"outside": [1, 2], "inside": [3, 4]},
+            },
+        ],
+        extra=f'[profiles]\ndir = "{profiles}"\n',
+    )
+
+
+def _receipts(collector: Collector) -> list[dict[str, Any]]:
+    return [m for m in (r.json() for r in collector.received()) if m["type"] == "receipt"]
+
+
+def test_returns_door_exactly_one_receipt_per_item(tmp_path: Path, broker: Mosquitto) -> None:
+    scenario = returns_door_scenario(items=500, pallets=20, strays=30, in_and_out=10, seed=3)
+    roles = Counter(tag.role for tag in scenario.tags)
+    assert roles == {"pallet": 500, "stray": 30, "in-and-out": 10}
+    pallets = {tag.epc_hex for tag in scenario.tags if tag.role == "pallet"}
+    with (
+        SimulatorThread(scenario, speed=4.0) as sim,
+        Collector(broker.port, [f"{BASE}/movements"]) as collector,
+    ):
+        config = _config(tmp_path, broker, sim.port, keepalive_s=2.0)
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            wait_until(
+                lambda: (sim.scenario_time_s() or 0) >= scenario.duration_s,
+                90,
+                "the scenario to play out",
+            )
+            collector.wait_for(lambda c: len(_receipts(c)) >= 500, 30, "500 receipts")
+            # Visits of the strays end once the reader stops seeing them; give them time to
+            # (wrongly) turn into receipts before counting.
+            wait_until(
+                lambda: any(e.get("event") == "stray_tag" for e in daemon.log_events()),
+                30,
+                "the strays to be judged",
+            )
+            receipts = _receipts(collector)
+            assert daemon.alive()
+    by_epc = Counter(r["item"]["epc"] for r in receipts)
+    assert len(receipts) == 500, f"{len(receipts)} receipts"
+    assert max(by_epc.values()) == 1, "one receipt per item"
+    expected = {sgtin96(epc) for epc in pallets}
+    assert {(r["item"]["gtin"], r["item"]["serial"]) for r in receipts} == expected
+    assert all(r["direction"] == "in" and r["evidence"]["source"] == "rfid" for r in receipts)
+    assert all(r["evidence"]["reads"] >= 2 for r in receipts)
+
+
+def _pallet(epc_start: int, count: int, t0: float) -> list[ScenarioTag]:
+    return [
+        ScenarioTag(
+            sgtin96_hex("0614141", "812345", epc_start + i),
+            (Pass(t0, t0 + 1.5, (1, 2), -50.0, 8.0), Pass(t0 + 1.3, t0 + 2.8, (3, 4), -52.0, 8.0)),
+            "pallet",
+        )
+        for i in range(count)
+    ]
+
+
+def test_reader_drop_and_silence_detected_and_nothing_lost(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    # Pallets well clear of the faults: a drop at 20 s and silence at 44 s of scenario time.
+    tags = [
+        *_pallet(1000, 10, 2.0),
+        *_pallet(2000, 10, 10.0),
+        *_pallet(3000, 10, 30.0),
+        *_pallet(4000, 10, 36.0),
+        *_pallet(5000, 10, 60.0),
+        *_pallet(6000, 10, 66.0),
+    ]
+    scenario = Scenario(
+        "faults",
+        75.0,
+        tuple(tags),
+        (Fault(20.0, "drop"), Fault(44.0, "silent")),
+        {"outside": (1, 2), "inside": (3, 4)},
+    )
+    with (
+        SimulatorThread(scenario, speed=1.5) as sim,
+        Collector(broker.port, [f"{BASE}/movements", f"{BASE}/status"]) as collector,
+    ):
+        config = _config(tmp_path, broker, sim.port, keepalive_s=1.0)
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            wait_until(
+                lambda: (sim.scenario_time_s() or 0) >= scenario.duration_s,
+                90,
+                "the scenario to play out",
+            )
+            collector.wait_for(lambda c: len(_receipts(c)) >= 60, 30, "60 receipts")
+            events = daemon.log_events()
+            unavailable = [e for e in events if e.get("event") == "reader_unavailable"]
+            reconnected = [e for e in events if e.get("event") == "reader_reconnected"]
+            assert any(
+                "silent" in str(e.get("reason", "")) or "keepalive" in str(e.get("reason", ""))
+                for e in unavailable
+            ), unavailable
+            assert len(unavailable) >= 2, "the drop and the silence are both detected"
+            assert len(reconnected) >= 2, "the reader came back after each"
+            assert sim.record.connections >= 3
+            receipts = _receipts(collector)
+            states = [
+                json.loads(m.payload)["readers"]["door-3-portal"]["state"]
+                for m in collector.received("/status")
+                if json.loads(m.payload).get("state") == "online"
+            ]
+    assert {"down", "silent"} & set(states), f"status never showed the failure: {set(states)}"
+    assert "inventorying" in states
+    assert len(receipts) == 60
+    assert {r["item"]["serial"] for r in receipts} == {
+        str(n) for start in (1000, 2000, 3000, 4000, 5000, 6000) for n in range(start, start + 10)
+    }
