@@ -908,7 +908,7 @@ def _command_body(name: str, payload: bytes) -> dict[str, Any]:
         raise InputError(name[:40], f"payload larger than {MAX_COMMAND_BYTES} bytes")
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(name[:40], "payload is not JSON") from exc
     if not isinstance(body, dict):
         raise InputError(name[:40], "payload must be a JSON object")

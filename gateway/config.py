@@ -293,6 +293,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), "file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot read: {exc}") from exc
     return parse_config(raw, base_dir=path.resolve().parent)

@@ -238,6 +238,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "profile file not found") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
     if raw.get("name") not in (None, path.stem):
         raise ConfigError(
             f"{path}: name", f"{raw.get('name')!r} must match the file name {path.stem!r}"

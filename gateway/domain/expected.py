@@ -72,9 +72,6 @@ class ExpectedReturns:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         """Apply an `expected-returns` command (add, replace, cancel); return a result summary."""
         action = _checked_action(command)
-        if action == "replace":
-            self._rmas.clear()
-            self._reindex()
         entries = command.get("rmas")
         if entries is None:
             entries = [command] if "rma" in command else []
@@ -83,8 +80,12 @@ class ExpectedReturns:
         if action == "cancel":
             return self._cancel(entries)
         parsed = [_parse_rma(entry) for entry in entries]
-        if len(self._rmas) + len(parsed) > MAX_RMAS:
+        kept = 0 if action == "replace" else len(self._rmas)
+        if kept + len(parsed) > MAX_RMAS:
             raise InputError("expected-returns", f"more than {MAX_RMAS} open RMAs")
+        if action == "replace":
+            # Only now: a rejected replace must leave the announced RMAs as they were.
+            self._rmas.clear()
         for rma in parsed:
             previous = self._rmas.get(rma.rma)
             if previous is not None:
@@ -211,7 +212,7 @@ def _checked_action(command: dict[str, Any]) -> str:
     if unknown:
         raise InputError("expected-returns", f"unknown key {unknown[0][:40]!r}")
     action = command.get("action", "add")
-    if action not in {"add", "replace", "cancel"}:
+    if not isinstance(action, str) or action not in {"add", "replace", "cancel"}:
         raise InputError("expected-returns", f"unknown action {str(action)[:20]!r}")
     if action != "replace" and "rmas" not in command and "rma" not in command:
         raise InputError("expected-returns", "nothing to do: give 'rmas' (a list) or one 'rma'")
@@ -222,10 +223,10 @@ def _parse_rma(entry: object) -> Rma:
     if not isinstance(entry, dict):
         raise InputError("expected-returns", "each RMA must be an object")
     rma_id = entry.get("rma")
-    if not isinstance(rma_id, str) or not 0 < len(rma_id) <= 64:
+    if not isinstance(rma_id, str) or not 0 < len(rma_id) <= 64 or not _is_text(rma_id):
         raise InputError("expected-returns", "'rma' must be a string of 1-64 characters")
     customer = entry.get("customer")
-    if customer is not None and not isinstance(customer, str):
+    if customer is not None and (not isinstance(customer, str) or not _is_text(customer)):
         raise InputError("expected-returns", f"{rma_id}: 'customer' must be a string")
     items = entry.get("items", [])
     if not isinstance(items, list) or len(items) > MAX_ITEMS_PER_RMA:
@@ -254,7 +255,9 @@ def _parse_line(rma_id: str, item: object) -> ExpectedLine:
         item.get("qty", 1),
     )
     for name, value in (("epc", epc), ("gtin", gtin), ("serial", serial)):
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
+        if value is not None and (
+            not isinstance(value, str) or not value or len(value) > 128 or not _is_text(value)
+        ):
             raise InputError(
                 "expected-returns", f"{rma_id}: item '{name}' must be a non-empty string"
             )
@@ -265,3 +268,12 @@ def _parse_line(rma_id: str, item: object) -> ExpectedLine:
     if gtin is not None and len(gtin) < 14 and gtin.isdigit():
         gtin = gtin.zfill(14)
     return ExpectedLine(epc=epc, gtin=gtin, serial=serial, qty=qty)
+
+
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8 (JSON lets lone surrogates through; movement messages must encode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -114,6 +114,9 @@ class Pipeline:
 
     def tick(self, mono_s: float) -> list[Movement]:
         """Close visits that ended by now and turn them into movements."""
+        if self._anchor is None and self._last_event_s is not None:
+            # Restored from a snapshot: event time goes on from the last event it had seen.
+            self._anchor = (self._last_event_s, mono_s)
         now_s = self.event_now(mono_s)
         if now_s is None:
             return []

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from gateway.errors import InputError
 
 MAX_NONCES = 10_000
+MAX_TS = 2**53  # exact as a float; far beyond any real clock
 
 
 class NonceCache:
@@ -60,27 +61,37 @@ def verify_command(
     nonces: NonceCache,
 ) -> bytes:
     """The command body if the envelope is well signed, fresh and new; else InputError (why)."""
+    body, ts, nonce, sig = _envelope(payload)
     try:
-        envelope = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError("signature", "envelope is not JSON") from exc
-    if not isinstance(envelope, dict) or not {"body", "ts", "nonce", "sig"} <= envelope.keys():
-        raise InputError("signature", "missing signature envelope (body, ts, nonce, sig)")
-    body, ts, nonce, sig = envelope["body"], envelope["ts"], envelope["nonce"], envelope["sig"]
-    if not isinstance(body, str) or not isinstance(nonce, str) or not isinstance(sig, str):
-        raise InputError("signature", "body, nonce and sig must be strings")
-    if isinstance(ts, bool) or not isinstance(ts, int):
-        raise InputError("signature", "ts must be an integer (unix seconds)")
-    if not 8 <= len(nonce) <= 64:
-        raise InputError("signature", "nonce must have 8 to 64 characters")
-    expected = hmac.new(key, _signed_bytes(name, ts, nonce, body), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, sig.lower()):
+        signed = _signed_bytes(name, ts, nonce, body)
+    except UnicodeEncodeError as exc:
+        raise InputError("signature", "body and nonce must be valid Unicode text") from exc
+    expected = hmac.new(key, signed, hashlib.sha256).hexdigest()
+    # compare_digest refuses non-ASCII str with TypeError: such a sig is simply wrong.
+    if not sig.isascii() or not hmac.compare_digest(expected, sig.lower()):
         raise InputError("signature", "bad signature")
     if abs(now_s - ts) > window_s:
         raise InputError("signature", f"timestamp outside the {window_s:.0f}s window")
     if not nonces.check_and_add(nonce, float(ts), window_s, now_s):
         raise InputError("signature", "replayed command (nonce already used)")
     return body.encode()
+
+
+def _envelope(payload: bytes) -> tuple[str, int, str, str]:
+    try:
+        envelope = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError("signature", "envelope is not JSON") from exc
+    if not isinstance(envelope, dict) or not {"body", "ts", "nonce", "sig"} <= envelope.keys():
+        raise InputError("signature", "missing signature envelope (body, ts, nonce, sig)")
+    body, ts, nonce, sig = envelope["body"], envelope["ts"], envelope["nonce"], envelope["sig"]
+    if not isinstance(body, str) or not isinstance(nonce, str) or not isinstance(sig, str):
+        raise InputError("signature", "body, nonce and sig must be strings")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TS:
+        raise InputError("signature", "ts must be an integer (unix seconds)")
+    if not 8 <= len(nonce) <= 64:
+        raise InputError("signature", "nonce must have 8 to 64 characters")
+    return body, ts, nonce, sig
 
 
 def _signed_bytes(name: str, ts: int, nonce: str, body: str) -> bytes:

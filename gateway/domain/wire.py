@@ -13,6 +13,7 @@ from gateway.errors import InputError
 
 MOVEMENT_SCHEMA = "dock-gateway/movement/1"
 MAX_RAW_LINE_BYTES = 64 * 1024
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
 
 
 def rfc3339(at_s: float) -> str:
@@ -114,7 +115,7 @@ def parse_raw_line(line: str | bytes, *, reader: str, station: str, now_s: float
         raise InputError("raw event", f"line longer than {MAX_RAW_LINE_BYTES} bytes")
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError("raw event", "not JSON") from exc
     if not isinstance(obj, dict):
         raise InputError("raw event", "not a JSON object")
@@ -143,10 +144,8 @@ def _tag(obj: dict[str, Any], reader: str, station: str, at_s: float) -> TagRead
     epc = obj.get("epc")
     if not isinstance(epc, str) or not epc or len(epc) > 128:
         raise InputError("raw event", "tag needs a hex string 'epc' (at most 128 digits)")
-    try:
-        int(epc, 16)
-    except ValueError as exc:
-        raise InputError("raw event", "'epc' is not hex") from exc
+    if not _HEX_DIGITS.issuperset(epc.upper()):
+        raise InputError("raw event", "'epc' is not hex")
     antenna = obj.get("antenna", 1)
     if not isinstance(antenna, int) or isinstance(antenna, bool) or not 0 <= antenna <= 65535:
         raise InputError("raw event", "'antenna' must be an integer 0-65535")
@@ -182,9 +181,15 @@ def _float_field(obj: dict[str, Any], name: str) -> float | None:
     value = obj.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError("raw event", f"'{name}' must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise InputError("raw event", f"'{name}' is out of range") from exc
+    if not math.isfinite(number):
+        raise InputError("raw event", f"'{name}' must be a finite number")
+    return number
 
 
 def _int_field(obj: dict[str, Any], name: str, *, default: int | None) -> Any:

@@ -58,6 +58,10 @@ def _ids(value: object) -> tuple[str, ...]:
             raise InputError("ack", "'ids' must hold strings")
         if not item or len(item) > MAX_ID_CHARS:
             raise InputError("ack", f"an id is empty or longer than {MAX_ID_CHARS} characters")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError("ack", "an id is not valid Unicode text") from exc
     return tuple(value)
 
 

@@ -466,7 +466,7 @@ class ROSpec:
         """Decode the ROSpec inside an ADD_ROSPEC body; FrameError if malformed."""
         try:
             return _parse_rospec(body)
-        except struct.error as exc:
+        except (struct.error, IndexError) as exc:
             raise FrameError("llrp", f"ROSpec: {exc}") from exc
 
 
