@@ -49,6 +49,8 @@ MAX_REPLAY_QUEUE = 200_000
 MAX_OFFLINE_EVENTS = 100
 INCOMING_QUEUE = 1000
 STABLE_CONNECTION_S = 5.0
+# An attempt number past any cap: Backoff.delay_s gives the longest delay, jittered.
+LONGEST = 64
 STOP_LINK_S = 1.2
 STOP_FLUSH_S = 0.7
 
@@ -185,6 +187,9 @@ class Forwarder:
         self._refusals = 0
         self._paused_until_s = 0.0
         self._go_back = False
+        # One row at a time after a link died with rows unanswered, or after a refusal.
+        self._probe = False
+        self._row_answered = False
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -282,7 +287,9 @@ class Forwarder:
                 self._note_failure("broker_connect_failed", exc, failures)
                 failures += 1
                 refused = isinstance(exc, BrokerRefused)
-                delay_s = self._backoff.max_s if refused else self._backoff.delay_s(attempt)
+                # Refused (credentials, TLS trust): the longest backoff, jittered so a fleet
+                # refused at once by a broker-side change does not come back in lockstep.
+                delay_s = self._backoff.delay_s(LONGEST if refused else attempt)
                 attempt += 1
                 await self._sleep(delay_s)
                 continue
@@ -346,7 +353,11 @@ class Forwarder:
 
     def _start_session(self, link: MqttLink) -> None:
         self._link = link
-        self._window = max(1, min(self._config.max_inflight, link.receive_maximum))
+        # After a link that dropped with rows in flight and no answer for any of them, send one
+        # row first: mosquitto 2.0 closes the link right after refusing a publish (ACL) and its
+        # 0x87 PUBACK is lost when more packets were queued behind the refused one.
+        self._window = 1 if self._probe else self._full_window(link)
+        self._row_answered = False
         self._stats.window = self._window
         self._stats.connected = True
         self._stats.last_error = None
@@ -367,7 +378,11 @@ class Forwarder:
             event = self._offline_events.popleft()
             self._control.append(_Control(self._topics.events, event, retain=False))
 
+    def _full_window(self, link: MqttLink) -> int:
+        return max(1, min(self._config.max_inflight, link.receive_maximum))
+
     def _end_session(self) -> None:
+        self._probe = self._probe or (bool(self._inflight_rows) and not self._row_answered)
         self._link = None
         self._stats.connected = False
         self._inflight_rows.clear()
@@ -497,9 +512,13 @@ class Forwarder:
     def _row_published(
         self, row: OutboxRowLike, *, is_resend: bool, event: Published, now_s: float
     ) -> None:
+        self._row_answered = True
         if not event.ok:
             self._row_refused(row, event.reason_code, now_s)
             return
+        if self._probe and self._link is not None:
+            self._probe = False  # the broker takes rows again: back to the full window
+            self._window = self._full_window(self._link)
         self._refusals = 0
         if not self._wms:
             marks = self._marks
@@ -605,6 +624,7 @@ class Forwarder:
 
     def _row_refused(self, row: OutboxRowLike, reason_code: int, now_s: float) -> None:
         self._stats.refused += 1
+        self._probe = True
         if self._go_back:
             _log.debug("publish_refused", seq=row.seq, id=row.id, reason_code=hex(reason_code))
         else:
@@ -615,7 +635,9 @@ class Forwarder:
                 reason_code=hex(reason_code),
                 advice="the broker refused a movement (ACL?); it stays in the outbox",
             )
-            self._paused_until_s = now_s + self._backoff.delay_s(self._refusals)
+            # An ACL will not change by itself and mosquitto drops the link after refusing:
+            # like a refused login, try the row again only after the longest backoff.
+            self._paused_until_s = now_s + self._backoff.delay_s(LONGEST)
             self._refusals += 1
             self._go_back = True
         self._wake.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -158,6 +159,7 @@ class MqttLink:
         self._connected = False
         self._gone = False
         self._closed = asyncio.Event()
+        self._paho_errors = _LastError()
 
     @property
     def connected(self) -> bool:
@@ -302,6 +304,7 @@ class MqttLink:
         if settings.will is not None:
             will = settings.will
             client.will_set(will.topic, will.payload, will.qos, will.retain)
+        client.enable_logger(self._paho_errors.logger)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
@@ -441,9 +444,12 @@ class MqttLink:
         connack = self._connack
         if connack is not None and not connack.done():
             connack.set_exception(BrokerUnavailable(f"connection closed before CONNACK: {reason}"))
+            # connect() may already have given up on it (timeout, refused): do not warn then.
+            connack.add_done_callback(_retrieve)
         for waiter in self._subscriptions.values():
             if not waiter.done():
                 waiter.set_exception(BrokerUnavailable(f"connection lost: {reason}"))
+                waiter.add_done_callback(_retrieve)
         if was_connected and not self._gone:
             self._gone = True
             self._on_event(Disconnected(reason))
@@ -468,11 +474,15 @@ class MqttLink:
         self,
         _client: paho.Client,
         _userdata: Any,
-        _flags: Any,
+        flags: Any,
         reason: ReasonCode,
         _properties: Any,
     ) -> None:
         text = reason.getName() if isinstance(reason, ReasonCode) else str(reason)
+        detail = self._paho_errors.text
+        if detail is not None and not getattr(flags, "is_disconnect_packet_from_server", False):
+            # paho reports a failed read (a TLS alert, a reset) only as "Unspecified error".
+            text = f"{text}: {detail}"
         self._on_loop(lambda: self._lost(text))
 
     def _paho_publish(
@@ -516,6 +526,28 @@ class MqttLink:
         waiter = self._subscriptions.get(mid)
         if waiter is not None and not waiter.done():
             waiter.set_result([int(r.value) for r in reasons])
+
+
+class _LastError(logging.Handler):
+    """Keeps paho's last ERROR line; a private logger, so DEBUG lines are never even formatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text: str | None = None
+        # Unregistered on purpose: getLogger would keep one logger per link forever.
+        self.logger = logging.Logger("gateway.sync.paho", logging.ERROR)  # noqa: LOG001 - see above
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Remember the message (paho's ERROR lines name sockets and TLS alerts, never secrets)."""
+        self.text = record.getMessage()[:300]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen; whoever still awaits it gets it all the same."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _properties(props: PublishProperties) -> Properties:
