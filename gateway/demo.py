@@ -1,4 +1,11 @@
-"""`gateway demo`: the real daemon on one machine: scripted input, a live view, a summary."""
+"""`gateway demo`: a returns dock on one machine, with nothing configured.
+
+A simulated LLRP portal speaks real LLRP over TCP at the receiving door; scripted handhelds scan
+over TCP at the door (RMA labels and untagged returns), the inspection bench (dispositions), the
+restock station (locations) and the recycling bench; the real daemon buffers and publishes; the
+reference WMS consumer stores and acknowledges (`delivery = "wms"`, the end-to-end guarantee).
+Keys (or `--chaos`) stop the broker for a while and drop the reader's connection.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +31,11 @@ from rich.table import Table
 
 from gateway.app import Daemon
 from gateway.config import Config, parse_config
+from gateway.domain.barcodes import gs1_check_digit
 from gateway.logs import configure_logging
+from gateway.readers.llrp.scenario import Fault, Scenario, returns_door_scenario
+from gateway.readers.llrp.simulator import LlrpSimulator
+from gateway.wms_sink import WmsSink
 
 STATIONS = [
     {"id": "door-3", "kind": "receiving"},
@@ -31,6 +43,14 @@ STATIONS = [
     {"id": "restock-1", "kind": "restock"},
     {"id": "recycle-1", "kind": "disposal"},
 ]
+HANDHELDS = {
+    "hh-door": "door-3",
+    "hh-bench": "bench-1",
+    "hh-restock": "restock-1",
+    "hh-recycle": "recycle-1",
+}
+SCANS_PER_S = 4.0
+KEYS_HELP = "keys: [b] stop/start the broker  [r] drop the reader's connection  [q] finish"
 
 
 @dataclass(slots=True)
@@ -48,6 +68,26 @@ class Broker:
     def offline(self) -> bool:
         """True when no broker could be had: the gateway buffers only."""
         return self.how == "offline"
+
+    @property
+    def running(self) -> bool:
+        """Whether the private broker runs (always True for a broker we did not start)."""
+        return self.how != "private" or (self.process is not None and self.process.poll() is None)
+
+
+@dataclass(slots=True)
+class Show:
+    """What the demo itself did, for the view and the summary."""
+
+    started: float = field(default_factory=time.monotonic)
+    scans_sent: int = 0
+    reader_drops: int = 0
+    events: list[str] = field(default_factory=list)
+    finish: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def say(self, text: str) -> None:
+        """Remember something that happened, for the view."""
+        self.events = [*self.events[-5:], f"{time.monotonic() - self.started:5.0f}s  {text}"]
 
 
 def run_demo(
@@ -71,15 +111,14 @@ def run_demo(
         console.print(_broker_sentence(broker))
         log_file = stack.enter_context((work / "gateway.log").open("a", encoding="utf-8"))
         configure_logging("json", "INFO", stream=log_file)
-        console.print(f"logs: {work / 'gateway.log'}")
-        config = _demo_config(work, broker)
+        console.print(f"state and logs: {work}")
         return asyncio.run(
-            _demo(config, broker, console, duration_s=duration_s, chaos=chaos, plain=plain)
+            _demo(work, broker, console, duration_s=duration_s, chaos=chaos, plain=plain)
         )
 
 
 async def _demo(
-    config: Config,
+    work: Path,
     broker: Broker,
     console: Console,
     *,
@@ -87,73 +126,113 @@ async def _demo(
     chaos: bool,
     plain: bool,
 ) -> int:
-    daemon = Daemon(config, install_signals=True)
-    started = time.monotonic()
-    run_task = asyncio.create_task(daemon.run(), name="daemon")
-    chaos_task = (
-        asyncio.create_task(_chaos(broker, duration_s or 90.0), name="chaos")
-        if chaos and broker.process is not None
-        else None
-    )
-    try:
-        if plain or not console.is_terminal:
-            await _plain_view(daemon, console, duration_s, started, run_task)
-        else:
-            await _live_view(daemon, broker, duration_s, started, run_task)
-        if chaos_task is not None:
-            chaos_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await chaos_task
+    show = Show()
+    scenario = _scenario(duration_s)
+    async with LlrpSimulator(scenario, port=0) as simulator, contextlib.AsyncExitStack() as stack:
+        scanner_port = _free_port()
+        config = _demo_config(work, broker, simulator.port, scanner_port)
+        sink: WmsSink | None = None
+        if not broker.offline:
+            sink = await stack.enter_async_context(
+                WmsSink(broker.host, broker.port, work / "wms.sqlite3", group="demo-wms")
+            )
+        daemon = Daemon(config, install_signals=True)
+        run_task = asyncio.create_task(daemon.run(), name="daemon")
+        helpers = [
+            asyncio.create_task(_handhelds(scanner_port, show), name="handhelds"),
+            asyncio.create_task(_keys(broker, simulator, show), name="keys"),
+        ]
+        if chaos:
+            helpers.append(asyncio.create_task(_chaos(broker, simulator, show, duration_s or 90.0)))
+        try:
+            await _watch(
+                daemon, broker, simulator, sink, show, console, duration_s, run_task, plain
+            )
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             _ensure_broker(broker)
-        drained = await _drain(daemon, broker, timeout_s=60.0)
-    finally:
-        daemon.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run_task
-    return _summary(console, daemon, broker, drained=drained)
+            show.say("inputs stopped; draining the buffer to the WMS")
+            drained = await _drain(daemon, sink, broker, timeout_s=90.0)
+        finally:
+            daemon.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run_task
+        stored = await sink.count() if sink is not None else 0
+    return _summary(console, daemon, broker, show, stored=stored, drained=drained)
 
 
-async def _plain_view(
+def _scenario(duration_s: float | None) -> Scenario:
+    """A receiving door for the demo's length: pallets of returns, strays, one in and out."""
+    length_s = max(30.0, duration_s or 600.0)
+    pallets = max(3, int(length_s / 8))
+    return returns_door_scenario(
+        items=pallets * 12,
+        pallets=pallets,
+        strays=8,
+        in_and_out=max(1, pallets // 6),
+        duration_s=length_s + 5.0,
+        seed=int(time.time()),
+    )
+
+
+async def _watch(
     daemon: Daemon,
+    broker: Broker,
+    simulator: LlrpSimulator,
+    sink: WmsSink | None,
+    show: Show,
     console: Console,
     duration_s: float | None,
-    started: float,
     run: asyncio.Task[int],
+    plain: bool,
 ) -> None:
-    last_line = ""
-    while not run.done() and (duration_s is None or time.monotonic() - started < duration_s):
-        await asyncio.sleep(1.0)
-        line = _one_line(daemon)
-        if line != last_line:
-            console.print(
-                f"[{time.monotonic() - started:5.0f}s] {line}", highlight=False, soft_wrap=True
-            )
-            last_line = line
+    def going() -> bool:
+        elapsed = time.monotonic() - show.started
+        return (
+            not run.done()
+            and not show.finish.is_set()
+            and (duration_s is None or elapsed < duration_s)
+        )
 
-
-async def _live_view(
-    daemon: Daemon, broker: Broker, duration_s: float | None, started: float, run: asyncio.Task[int]
-) -> None:
-    with Live(_render(daemon, broker, started), refresh_per_second=4, screen=False) as live:
-        while not run.done() and (duration_s is None or time.monotonic() - started < duration_s):
+    if plain or not console.is_terminal:
+        last = ""
+        while going():
+            await asyncio.sleep(1.0)
+            line = _one_line(daemon, broker)
+            if line != last:
+                console.print(
+                    f"[{time.monotonic() - show.started:5.0f}s] {line}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                last = line
+        return
+    console.print(KEYS_HELP)
+    with Live(console=console, refresh_per_second=4, screen=False) as live:
+        while going():
+            stored = await sink.count() if sink is not None else 0
+            live.update(_render(daemon, broker, simulator, show, stored))
             await asyncio.sleep(0.25)
-            live.update(_render(daemon, broker, started))
 
 
-def _one_line(daemon: Daemon) -> str:
+def _one_line(daemon: Daemon, broker: Broker) -> str:
     view = daemon.view()
     moves = ", ".join(f"{k} {v}" for k, v in sorted(view.movements_by_type.items())) or "none yet"
     readers = " ".join(f"{r['reader']}={r['state']}" for r in view.readers)
-    broker = "up" if view.forwarder.get("connected") else "down"
+    link = "up" if view.forwarder.get("connected") else "down"
     return (
         f"movements: {moves} | pending {view.buffer.get('pending', 0)} | "
-        f"published {view.forwarder.get('published', 0)} | broker {broker} | {readers}"
+        f"published {view.forwarder.get('published', 0)} | broker {link}"
+        f"{'' if broker.running else ' (stopped by the demo)'} | {readers}"
     )
 
 
-def _render(daemon: Daemon, broker: Broker, started: float) -> Group:
+def _render(
+    daemon: Daemon, broker: Broker, simulator: LlrpSimulator, show: Show, stored: int
+) -> Group:
     view = daemon.view()
-    readers = Table(title="readers", expand=True)
+    readers = Table(expand=True)
     for column in ("reader", "kind", "state", "events", "bad input", "reconnects"):
         readers.add_column(column)
     for r in view.readers:
@@ -165,34 +244,156 @@ def _render(daemon: Daemon, broker: Broker, started: float) -> Group:
             str(r["bad_input"]),
             str(r["reconnects"]),
         )
-    flow = Table(title="flow", expand=True)
-    flow.add_column("what")
-    flow.add_column("value", justify="right")
+    flow = Table(expand=True)
+    flow.add_column("flow")
+    flow.add_column("", justify="right")
     for kind, count in sorted(view.movements_by_type.items()):
         flow.add_row(f"movements: {kind}", str(count))
-    flow.add_row("buffer depth (undelivered)", str(view.buffer.get("pending", 0)))
     age = view.buffer.get("oldest_pending_age_s")
+    link = view.forwarder.get("connected")
+    flow.add_row("buffer depth (unacknowledged)", str(view.buffer.get("pending", 0)))
     flow.add_row("oldest unacked age", "-" if age is None else f"{age:.1f} s")
-    flow.add_row("published", str(view.forwarder.get("published", 0)))
-    flow.add_row("delivered", str(view.buffer.get("delivered_total", 0)))
-    flow.add_row("broker", "up" if view.forwarder.get("connected") else "DOWN")
-    elapsed = time.monotonic() - started
-    title = f"dock gateway demo - {elapsed:.0f}s - broker {broker.how} {broker.host}:{broker.port}"
-    return Group(Panel(readers, title=title), flow)
+    flow.add_row("published (incl. resends)", str(view.forwarder.get("published", 0)))
+    flow.add_row("stored and acked by the WMS", str(stored))
+    flow.add_row("broker", "[green]up[/]" if link else "[red]DOWN[/]")
+    flow.add_row("tag reads sent by the portal", str(simulator.record.tag_reads_sent))
+    flow.add_row("scans sent by handhelds", str(show.scans_sent))
+    kpi = Table(expand=True)
+    kpi.add_column("KPI")
+    kpi.add_column("", justify="right")
+    for key, value in _kpis(daemon).items():
+        kpi.add_row(key, value)
+    elapsed = time.monotonic() - show.started
+    title = f"dock gateway demo - {elapsed:.0f}s - MQTT {broker.how} {broker.host}:{broker.port}"
+    happenings = "\n".join(show.events) or "-"
+    return Group(
+        Panel(readers, title=title),
+        Panel(flow, title="flow"),
+        Panel(kpi, title="returns KPIs (edge)"),
+        Panel(happenings, title=KEYS_HELP),
+    )
 
 
-async def _chaos(broker: Broker, duration_s: float) -> None:
-    """Stop the private broker for a while at a third of the run, to show backlog and drain."""
+def _kpis(daemon: Daemon) -> dict[str, str]:
+    snapshot = daemon.kpi_snapshot or {}
+    out: dict[str, str] = {}
+    rate = snapshot.get("recovery_rate")
+    out["recovery rate (restocked or repaired / received)"] = (
+        "-" if not isinstance(rate, int | float) else f"{rate:.0%}"
+    )
+    share = snapshot.get("unexpected_share")
+    out["unexpected returns"] = "-" if not isinstance(share, int | float) else f"{share:.0%}"
+    latency = snapshot.get("read_to_publish_latency_s")
+    if isinstance(latency, dict) and latency.get("p90") is not None:
+        out["read-to-publish p90"] = f"{latency['p90'] * 1000:.0f} ms"
+    dispositions = snapshot.get("dispositions")
+    if isinstance(dispositions, dict) and dispositions:
+        out["dispositions"] = ", ".join(f"{k} {v}" for k, v in sorted(dispositions.items()))
+    return out
+
+
+async def _handhelds(port: int, show: Show) -> None:
+    """Four handhelds: RMAs and untagged items at the door, then bench, restock and recycling."""
+    await asyncio.sleep(1.0)
+    writers: dict[str, asyncio.StreamWriter] = {}
+    try:
+        for device in HANDHELDS:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"device:{device}\r\n".encode())
+            writers[device] = writer
+        for device, data in _scan_script():
+            writers[device].write(f"{data}\r\n".encode())
+            await writers[device].drain()
+            show.scans_sent += 1
+            await asyncio.sleep(1 / SCANS_PER_S)
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def _scan_script() -> Iterator[tuple[str, str]]:
+    n = 0
+    for rma in range(1, 10_000):
+        yield "hh-door", f"RMA-{rma:06d}"
+        items = []
+        for _ in range(3):
+            n += 1
+            body = "0" + f"614141{n % 1000:06d}"[:12]
+            items.append(f"]C101{body}{gs1_check_digit(body)}21{n:06d}")
+            yield "hh-door", items[-1]
+        yield "hh-door", "RMA-CLOSE"
+        disposition = ["RESTOCK", "REPAIR", "RECYCLE", "RESTOCK", "DISPOSE"][rma % 5]
+        yield "hh-bench", f"DISP-{disposition}"
+        for item in items:
+            yield "hh-bench", item
+        if disposition in ("RESTOCK", "REPAIR"):
+            yield "hh-restock", f"LOC-A-{rma % 7:02d}-{rma % 3}"
+            for item in items:
+                yield "hh-restock", item
+        else:
+            for item in items:
+                yield "hh-recycle", item
+
+
+async def _keys(broker: Broker, simulator: LlrpSimulator, show: Show) -> None:
+    """Single keys from a terminal: b, r, q (no-op when stdin is not a terminal)."""
+    if not sys.stdin.isatty():
+        return
+    import termios  # noqa: PLC0415 - POSIX terminals only
+    import tty  # noqa: PLC0415
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    keys: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    tty.setcbreak(fd)
+    loop.add_reader(fd, lambda: keys.put_nowait(os.read(fd, 1).decode(errors="ignore")))
+    try:
+        while True:
+            key = (await keys.get()).lower()
+            if key == "b":
+                _toggle_broker(broker, show)
+            elif key == "r":
+                await _drop_reader(simulator, show)
+            elif key == "q":
+                show.finish.set()
+    finally:
+        loop.remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _chaos(broker: Broker, simulator: LlrpSimulator, show: Show, duration_s: float) -> None:
+    """Stop the broker for a while at a third of the run; drop the reader at two thirds."""
     await asyncio.sleep(duration_s / 3)
-    _stop_private_broker(broker, keep_record=True)
+    _toggle_broker(broker, show)
     await asyncio.sleep(min(12.0, duration_s / 5))
-    _ensure_broker(broker)
+    _toggle_broker(broker, show)
+    await asyncio.sleep(max(1.0, duration_s * 2 / 3 - duration_s / 3 - min(12.0, duration_s / 5)))
+    await _drop_reader(simulator, show)
 
 
-async def _drain(daemon: Daemon, broker: Broker, timeout_s: float) -> bool:
-    """Stop the inputs, let every movement out, and wait until nothing is left to deliver."""
+def _toggle_broker(broker: Broker, show: Show) -> None:
+    if broker.how != "private":
+        show.say("the demo only stops a broker it started itself (use --chaos without a broker)")
+        return
+    if broker.running:
+        _stop_private_broker(broker, keep_record=True)
+        show.say("broker STOPPED: movements pile up in the SQLite outbox")
+    else:
+        _ensure_broker(broker)
+        show.say("broker started again: the backlog drains, in order, same ids")
+
+
+async def _drop_reader(simulator: LlrpSimulator, show: Show) -> None:
+    hit = await simulator.inject(Fault(0.0, "drop"))
+    show.reader_drops += 1
+    show.say(f"reader connection dropped ({hit} open); the supervisor reconnects with backoff")
+
+
+async def _drain(daemon: Daemon, sink: WmsSink | None, broker: Broker, timeout_s: float) -> bool:
+    """Stop the inputs, let every movement out, wait until the WMS has acknowledged all."""
     await daemon.stop_inputs()
-    if broker.offline:
+    if broker.offline or sink is None:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -203,89 +404,75 @@ async def _drain(daemon: Daemon, broker: Broker, timeout_s: float) -> bool:
     return False
 
 
-def _summary(console: Console, daemon: Daemon, broker: Broker, *, drained: bool) -> int:
+def _summary(
+    console: Console, daemon: Daemon, broker: Broker, show: Show, *, stored: int, drained: bool
+) -> int:
     view = daemon.view()
     made = int(view.buffer.get("last_seq", 0) or 0)
-    delivered = int(view.buffer.get("delivered_total", 0) or 0)
+    acknowledged = int(view.buffer.get("delivered_total", 0) or 0)
     pending = int(view.buffer.get("pending", 0) or 0)
-    lost = made - delivered - pending
+    lost = made - acknowledged - pending
     summary = {
         "reads_and_scans": view.counters.get("raw_events_journaled", 0),
         "items_received": view.movements_by_type.get("receipt", 0),
         "movements_made": made,
         "movements_by_type": view.movements_by_type,
         "published": view.forwarder.get("published", 0),
-        "acknowledged": delivered,
+        "acknowledged": acknowledged,
+        "stored_by_wms": stored,
         "still_buffered": pending,
         "lost": lost,
         "broker": broker.how,
         "broker_stops": len(broker.stops),
+        "reader_drops": show.reader_drops,
     }
     console.print_json(json.dumps(summary))
     if broker.offline:
         console.print("offline: every movement is kept in the buffer until a broker answers")
-    return 0 if lost == 0 and (drained or broker.offline) else 1
+        return 0 if lost == 0 else 1
+    complete = drained and lost == 0 and stored == made
+    return 0 if complete else 1
 
 
-def _demo_config(work: Path, broker: Broker) -> Config:
-    events = work / "demo-input.jsonl"
-    _write_script(events)
+def _demo_config(work: Path, broker: Broker, llrp_port: int, scanner_port: int) -> Config:
     raw: dict[str, Any] = {
         "gateway": {"id": "dock-demo", "site": "demo-site", "state_dir": str(work / "state")},
         "mqtt": {
             "host": broker.host,
             "port": broker.port,
+            "delivery": "wms",
+            "ack_timeout_s": 10.0,
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 2.0,
             "status_interval_s": 2.0,
+            "kpi_interval_s": 2.0,
+            "keepalive_s": 5,
         },
         "health": {"enabled": False},
-        "stations": STATIONS,
+        "stations": [
+            {**STATIONS[0], "absent_s": 2.0},
+            *STATIONS[1:],
+        ],
         "readers": [
             {
-                "kind": "replay",
-                "id": "scripted-input",
+                "kind": "llrp",
+                "id": "door-3-portal",
+                "host": "127.0.0.1",
+                "port": llrp_port,
                 "station": "door-3",
-                "file": str(events),
-                "rate_per_s": 25.0,
+                "profile": "generic-llrp-portal",
+                "zones": {"outside": [1, 2], "inside": [3, 4]},
+            },
+            {
+                "kind": "tcp-scanner",
+                "id": "handhelds",
+                "listen": f"127.0.0.1:{scanner_port}",
+                "station": "door-3",
+                "device_stations": HANDHELDS,
             },
         ],
     }
     return parse_config(raw)
-
-
-def _write_script(path: Path) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        for line in _script():
-            out.write(json.dumps(line) + "\n")
-
-
-def _script() -> Iterator[dict[str, Any]]:
-    """A returns day in miniature: RMAs and items at the door, dispositions, restock, disposal."""
-    from gateway.domain.barcodes import gs1_check_digit  # noqa: PLC0415
-
-    def item(n: int) -> str:
-        body = "0" + f"614141{n % 1000:06d}"[:12]
-        return f"]C101{body}{gs1_check_digit(body)}21{n:06d}"
-
-    n = 0
-    for rma in range(1, 41):
-        yield {"kind": "barcode", "data": f"RMA-{rma:06d}", "station": "door-3"}
-        for _ in range(5):
-            n += 1
-            yield {"kind": "barcode", "data": item(n), "station": "door-3"}
-        yield {"kind": "barcode", "data": "RMA-CLOSE", "station": "door-3"}
-        disposition = ["RESTOCK", "REPAIR", "RECYCLE", "DISPOSE", "RESTOCK"][rma % 5]
-        yield {"kind": "barcode", "data": f"DISP-{disposition}", "station": "bench-1"}
-        for k in range(n - 4, n + 1):
-            yield {"kind": "barcode", "data": item(k), "station": "bench-1"}
-        if disposition in ("RESTOCK", "REPAIR"):
-            yield {"kind": "barcode", "data": f"LOC-A-{rma % 7:02d}", "station": "restock-1"}
-            for k in range(n - 4, n + 1):
-                yield {"kind": "barcode", "data": item(k), "station": "restock-1"}
-        else:
-            for k in range(n - 4, n + 1):
-                yield {"kind": "barcode", "data": item(k), "station": "recycle-1"}
 
 
 def _choose_broker(
@@ -336,7 +523,7 @@ def _start_private_broker(broker: Broker, binary: str | None = None) -> None:
 
 
 def _ensure_broker(broker: Broker) -> None:
-    if broker.how == "private" and (broker.process is None or broker.process.poll() is not None):
+    if broker.how == "private" and not broker.running:
         _start_private_broker(broker)
 
 
@@ -350,15 +537,14 @@ def _stop_private_broker(broker: Broker, keep_record: bool = False) -> None:
             broker.process.wait(timeout=10)
         if keep_record:
             broker.stops.append(time.time())
-    broker.process = None if not keep_record else broker.process
 
 
 def _broker_sentence(broker: Broker) -> str:
     return {
         "given": f"MQTT: using the broker you named, {broker.host}:{broker.port}",
         "localhost": f"MQTT: a broker answers on {broker.host}:{broker.port}; using it",
-        "private": "MQTT: no broker on localhost:1883; started a private mosquitto on port "
-        f"{broker.port}",
+        "private": "MQTT: started a private mosquitto on port "
+        f"{broker.port} (the demo may stop and start it)",
         "offline": "MQTT: no broker on localhost:1883 and no mosquitto installed: running OFFLINE, "
         "buffering every movement in SQLite (install mosquitto to see them delivered)",
     }[broker.how]

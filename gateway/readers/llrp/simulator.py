@@ -132,6 +132,14 @@ class LlrpSimulator:
         """Answer the next ADD_ROSPEC or SET_READER_CONFIG with an LLRPStatus error."""
         self._reject[what] = (code, reason)
 
+    async def inject(self, fault: Fault) -> int:
+        """Apply a fault now to every open connection (the demo's chaos); how many it hit."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            await session.fault(fault)
+        self.record.faults_fired.append(fault.kind)
+        return len(sessions)
+
     def scenario_time_s(self) -> float | None:
         """Scenario seconds since inventory first started, or None before."""
         if self._start_mono is None:
