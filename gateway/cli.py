@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InputError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -307,7 +307,11 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
     if args.announce is not None and (args.site is None or args.gateway is None):
         print("error: --announce needs --site and --gateway", file=sys.stderr)
         return EXIT_BAD_INPUT
-    rmas = load_announcements(args.announce) if args.announce is not None else None
+    try:
+        rmas = load_announcements(args.announce) if args.announce is not None else None
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     key = os.environ.get(args.command_key_env, "").encode() if args.command_key_env else None
     password = os.environ.get(args.password_env) if args.password_env else None
     configure_logging("auto", "INFO")

@@ -326,7 +326,11 @@ class WmsSink:
 def load_announcements(path: Path) -> list[dict[str, Any]]:
     """Expected returns from a CSV with a header row: rma, customer, epc, gtin, serial, qty."""
     rmas: dict[str, dict[str, Any]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise InputError("announcements", f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
         for number, row in enumerate(csv.DictReader(handle), start=2):
             rma = (row.get("rma") or "").strip()
             if not rma:
