@@ -47,7 +47,7 @@ from gateway.readers.base import ReaderDriver
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.replay import ReplayDriver
 from gateway.runtime.backoff import Backoff
-from gateway.runtime.health import HealthServer
+from gateway.runtime.health import HealthPolicy, HealthServer
 from gateway.runtime.notify import SystemdNotifier
 from gateway.runtime.supervisor import ReaderSlot, supervise_reader, wait_for_session
 from gateway.sync.forwarder import Forwarder, IncomingMessage
@@ -65,6 +65,7 @@ RETENTION_EVERY_S = 600.0
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 KPI_STATE_KEY = "kpi-state"
 PROFILE_HISTORY_KEY = "profile-history"
+LATENCY_TRACKED_MAX = 20_000
 PROFILE_HISTORY_MAX = 1000
 PROFILE_SETTLE_S = 20.0
 # Below this many reads per second before a change, a drop says nothing about the new profile.
@@ -125,6 +126,9 @@ class Daemon:
         self._nonces = NonceCache()
         self._reader_tasks: list[asyncio.Task[None]] = []
         self._broker_down_since: float | None = None
+        self._reader_down_since: dict[str, float] = {}
+        self._read_times: dict[int, float] = {}
+        self._absent_s = {s.id: s.absent_s for s in config.stations}
         self._pipeline_lock = asyncio.Lock()
         self._profile_lock = asyncio.Lock()
         self._rate_samples: dict[str, deque[tuple[float, int]]] = {}
@@ -179,7 +183,10 @@ class Daemon:
                 or f"dock-gateway-{self.config.gateway.site}-{self.config.gateway.id}",
                 health=self.health,
                 on_message=self._on_message,
+                on_published=self._published,
             )
+            for slot in self.slots:
+                slot.on_change = self.forwarder.refresh_status
             self._notifier.send("READY=1", f"STATUS={self.status_line()}")
             _log.info(
                 "gateway_started",
@@ -199,13 +206,18 @@ class Daemon:
         stats = self.stats
         return {
             "version": __version__,
-            "readers": {slot.reader: _reader_dict(slot) for slot in self.slots},
+            "readers": {slot.reader: self._reader_health(slot) for slot in self.slots},
             "buffer": _stats_dict(stats) if stats is not None else None,
             "counters": dict(self.counters),
             "broker": self._broker_health(),
             "movements_by_type": dict(self.movements_by_type),
             "kpi": self.kpi_snapshot,
         }
+
+    def _reader_health(self, slot: ReaderSlot) -> dict[str, Any]:
+        since = self._reader_down_since.get(slot.reader)
+        down_for_s = None if since is None else round(self._monotonic() - since, 1)
+        return {**_reader_dict(slot), "down_for_s": down_for_s}
 
     def _broker_health(self) -> dict[str, Any] | None:
         if self.forwarder is None:
@@ -243,7 +255,16 @@ class Daemon:
             if self.config.health.enabled:
                 actions = {"profile-apply": self._local_profile_apply}
                 await stack.enter_async_context(
-                    HealthServer(self.config.health.listen, self.health, actions=actions)
+                    HealthServer(
+                        self.config.health.listen,
+                        self.health,
+                        policy=HealthPolicy(
+                            broker_down_max_s=self.config.health.broker_down_max_s,
+                            reader_down_max_s=self.config.health.reader_down_max_s,
+                            buffer_full_share=self.config.health.buffer_full_share,
+                        ),
+                        actions=actions,
+                    )
                 )
             await self._task_group()
 
@@ -388,9 +409,27 @@ class Daemon:
             for movement in movements:
                 self.movements_by_type[movement.type] += 1
                 self.kpi.add(movement, now_s)
+            if len(seqs) == len(movements):
+                self._note_read_times(movements, seqs)
             self.counters["movements"] += len(seqs)
             if self.forwarder is not None:
                 self.forwarder.notify()
+
+    def _note_read_times(self, movements: Sequence[Movement], seqs: Sequence[int]) -> None:
+        """Remember when each new movement's evidence was complete, for the latency KPI."""
+        for movement, seq in zip(movements, seqs, strict=True):
+            ready_s = movement.evidence.last_seen_s
+            if movement.evidence.source == "rfid":
+                # A visit can only end absent_s after its last read: that wait is by design.
+                ready_s += self._absent_s.get(movement.station, 0.0)
+            self._read_times[seq] = ready_s
+        while len(self._read_times) > LATENCY_TRACKED_MAX:
+            self._read_times.pop(next(iter(self._read_times)))
+
+    def _published(self, seq: int) -> None:
+        ready_s = self._read_times.pop(seq, None)
+        if ready_s is not None:
+            self.kpi.record_latency(max(0.0, self._clock() - ready_s))
 
     async def _stats_loop(self) -> None:
         assert self.buffer is not None
@@ -405,6 +444,10 @@ class Daemon:
             elif self._broker_down_since is None:
                 self._broker_down_since = now
             for slot in self.slots:
+                if slot.health().state in ("down", "silent", "rejected-config"):
+                    self._reader_down_since.setdefault(slot.reader, now)
+                else:
+                    self._reader_down_since.pop(slot.reader, None)
                 samples = self._rate_samples.setdefault(slot.reader, deque())
                 samples.append((now, slot.health().events))
                 while samples and now - samples[0][0] > self.config.profiles.rollback_watch_s:

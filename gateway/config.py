@@ -227,6 +227,9 @@ class HealthSection(_Model):
 
     enabled: bool = True
     listen: str = "127.0.0.1:9108"
+    broker_down_max_s: Annotated[float, Field(gt=0)] = 120.0
+    reader_down_max_s: Annotated[float, Field(gt=0)] = 120.0
+    buffer_full_share: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
 class Config(_Model):

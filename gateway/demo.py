@@ -134,7 +134,7 @@ async def _demo(
         sink: WmsSink | None = None
         if not broker.offline:
             sink = await stack.enter_async_context(
-                WmsSink(broker.host, broker.port, work / "wms.sqlite3", group="demo-wms")
+                WmsSink(broker.host, broker.port, work / "wms.sqlite3", group=f"demo-{os.getpid()}")
             )
         daemon = Daemon(config, install_signals=True)
         run_task = asyncio.create_task(daemon.run(), name="daemon")
@@ -153,7 +153,7 @@ async def _demo(
             await asyncio.gather(*helpers, return_exceptions=True)
             _ensure_broker(broker)
             show.say("inputs stopped; draining the buffer to the WMS")
-            drained = await _drain(daemon, sink, broker, timeout_s=90.0)
+            drained = await _drain(daemon, sink, broker, run_task, timeout_s=90.0)
         finally:
             daemon.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -390,13 +390,17 @@ async def _drop_reader(simulator: LlrpSimulator, show: Show) -> None:
     show.say(f"reader connection dropped ({hit} open); the supervisor reconnects with backoff")
 
 
-async def _drain(daemon: Daemon, sink: WmsSink | None, broker: Broker, timeout_s: float) -> bool:
+async def _drain(
+    daemon: Daemon, sink: WmsSink | None, broker: Broker, run: asyncio.Task[int], timeout_s: float
+) -> bool:
     """Stop the inputs, let every movement out, wait until the WMS has acknowledged all."""
+    if run.done():
+        return False
     await daemon.stop_inputs()
     if broker.offline or sink is None:
         return False
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not run.done():
         stats = await daemon.refresh_stats()
         if stats is not None and stats.pending == 0:
             return True

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.profiles import find_profile, load_profile
+from gateway.profiles import DEFAULT_PROFILE_DIR, find_profile, load_profile
 
 PROFILE_HISTORY_KEY = "profile-history"
 
@@ -24,7 +24,12 @@ def apply_profile_cli(
     """Validate the profile here, then ask the local daemon to apply it; 0 applied, 1 not."""
     config = load_config(config_path)
     path = Path(name)
-    profile = load_profile(path) if path.suffix == ".toml" or path.exists() else find_profile(name)
+    directory = config.profiles.dir or DEFAULT_PROFILE_DIR
+    profile = (
+        load_profile(path)
+        if path.suffix == ".toml" or path.exists()
+        else find_profile(name, directory)
+    )
     if not config.health.enabled:
         raise ConfigError("health.enabled", "profiles apply talks to the daemon's local endpoint")
     request = {

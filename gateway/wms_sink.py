@@ -105,6 +105,9 @@ class WmsSink:
         self.prefix = prefix
         self.group = group
         self.client_id = client_id or f"wms-sink-{uuid.uuid4().hex[:8]}"
+        # A persistent session only helps a consumer that comes back under the same id; one
+        # left behind by a random id stays in the shared group and takes its share, unacked.
+        self.session_expiry_s = 3600 if client_id else 0
         self.ack = ack
         self.username = username
         self.password = password
@@ -229,6 +232,7 @@ class WmsSink:
                     keepalive_s=10,
                     username=self.username,
                     password=self.password,
+                    session_expiry_s=self.session_expiry_s,
                 ),
                 self._on_event,
             )

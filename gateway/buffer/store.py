@@ -194,7 +194,7 @@ class Buffer:
         marker.unlink(missing_ok=True)
         db, raw = await _connect(path, read_only=False)
         try:
-            await _run(db, path, _prepare_writer, raw, str(path), synchronous)
+            await _run(db, path, _prepare_writer, raw, str(path), synchronous, max_bytes)
         except _CorruptError as exc:
             # Damage the read-only check did not reach (the schema pages, a migration's pages).
             await db.close()
@@ -203,7 +203,7 @@ class Buffer:
             moved_to = _set_aside(path, clock(), exc.reason)
             db, raw = await _connect(path, read_only=False)
             try:
-                await _run(db, path, _prepare_writer, raw, str(path), synchronous)
+                await _run(db, path, _prepare_writer, raw, str(path), synchronous, max_bytes)
             except BaseException:
                 await db.close()
                 raise
@@ -717,8 +717,13 @@ def _transaction(conn: sqlite3.Connection, *, read: bool = False) -> Iterator[No
     conn.execute("COMMIT")
 
 
-def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str) -> None:
-    """Pragmas and migrations on a writer connection; `_CorruptError` if damaged."""
+def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str, max_bytes: int) -> None:
+    """Pragmas and migrations on a writer connection; `_CorruptError` if damaged.
+
+    The WAL is checkpointed and truncated at a quarter of the byte budget (at most 64 MiB), so
+    a small budget is not dwarfed by SQLite's default 4 MB WAL.
+    """
+    wal_limit_b = min(WAL_SIZE_LIMIT_B, max(64 * 1024, max_bytes // 4))
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -726,7 +731,8 @@ def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str) -> N
             raise BufferUnavailable(where, f"cannot switch to WAL (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_B}")
+        conn.execute(f"PRAGMA journal_size_limit = {wal_limit_b}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal_limit_b // 4096)}")
         _migrate(conn, where)
         conn.execute(_SELECT_COUNTERS).fetchone()
     except sqlite3.DatabaseError as exc:

@@ -35,6 +35,12 @@ class ReaderSlot:
     sessions: int = 0
     restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    on_change: Callable[[], None] | None = None
+
+    def changed(self) -> None:
+        """Tell the listener (the status topic) that the state changed; never raises."""
+        if self.on_change is not None:
+            self.on_change()
 
     def request_restart(self) -> None:
         """End the current session (or backoff wait) now and connect again with fresh settings."""
@@ -116,6 +122,7 @@ async def _session(
             connected = True
             slot.state = "connected"
             slot.settled.set()
+            slot.changed()
             if attempt:
                 slot.reconnects += 1
                 _log.info("reader_reconnected", reader=slot.reader, attempts=attempt)
@@ -126,6 +133,7 @@ async def _session(
         slot.last_error = exc.reason
         _log.error("reader_rejected_config", reader=slot.reader, reason=exc.reason)
         slot.settled.set()
+        slot.changed()
         return "rejected", connected
     except ReaderUnavailable as exc:
         live_state = driver.health.state
@@ -135,6 +143,7 @@ async def _session(
         log = _log.warning if attempt == 0 else _log.debug
         log("reader_unavailable", reader=slot.reader, reason=exc.reason, attempt=attempt)
         slot.settled.set()
+        slot.changed()
         return "failed", connected
     except Exception as exc:  # noqa: BLE001 - containment boundary: a driver bug must not stop the daemon
         slot._close_session(driver)  # noqa: SLF001
@@ -142,6 +151,7 @@ async def _session(
         slot.last_error = f"{type(exc).__name__}: {exc}"
         _log.exception("reader_crashed", reader=slot.reader)
         slot.settled.set()
+        slot.changed()
         return "failed", connected
     slot._close_session(driver)  # noqa: SLF001
     if restarted:

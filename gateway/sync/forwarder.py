@@ -135,10 +135,12 @@ class Forwarder:
         client_id: str,
         health: Callable[[], dict[str, object]],
         on_message: Callable[[IncomingMessage], Awaitable[None]] | None = None,
+        on_published: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._outbox = outbox
+        self._published_hook = on_published
         self._config = mqtt
         self._topics = topics
         self._client_id = client_id
@@ -201,6 +203,11 @@ class Forwarder:
         stats.unacked = len(self._unacked)
         stats.window = self._window
         return stats
+
+    def refresh_status(self) -> None:
+        """Publish the retained status now (a reader changed state), not at the next period."""
+        if self._connected():
+            self._publish_birth()
 
     def notify(self) -> None:
         """New rows were committed to the outbox: wake the publisher."""
@@ -520,6 +527,8 @@ class Forwarder:
             self._probe = False  # the broker takes rows again: back to the full window
             self._window = self._full_window(self._link)
         self._refusals = 0
+        if not is_resend and self._published_hook is not None:
+            self._published_hook(row.seq)  # first broker acceptance: the read-to-publish latency
         if not self._wms:
             marks = self._marks
             if not marks:
