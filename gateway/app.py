@@ -57,7 +57,9 @@ _log = get_logger("app")
 
 BUFFER_FILE = "buffer.sqlite3"
 INGEST_QUEUE_MAX = 50_000
-PIPELINE_TICK_S = 0.1
+# Visits close at the first tick after absent_s: the tick bounds read-to-publish latency.
+PIPELINE_TICK_S = 0.025
+JOURNAL_READ_EVERY_S = 1.0
 PIPELINE_READ_ROWS = 2000
 CHECKPOINT_EVERY_S = 1.0
 STATS_EVERY_S = 1.0
@@ -354,28 +356,37 @@ class Daemon:
         self._wakeup.set()
 
     async def _pipeline_loop(self) -> None:
+        self._wakeup.set()  # a restart may have journaled rows past the checkpoint
+        last_read = self._monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
+            woken = True
+            try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=PIPELINE_TICK_S)
+            except TimeoutError:
+                woken = False
             self._wakeup.clear()
-            await self._pipeline_step()
+            # A tick with no new events only closes visits: no need to ask SQLite.
+            read_journal = woken or self._monotonic() - last_read >= JOURNAL_READ_EVERY_S
+            if read_journal:
+                last_read = self._monotonic()
+            await self._pipeline_step(read_journal=read_journal)
 
-    async def _pipeline_step(self) -> None:
+    async def _pipeline_step(self, *, read_journal: bool = True) -> None:
         async with self._pipeline_lock:
-            await self._pipeline_step_locked()
+            await self._pipeline_step_locked(read_journal=read_journal)
 
-    async def _pipeline_step_locked(self) -> None:
+    async def _pipeline_step_locked(self, *, read_journal: bool) -> None:
         assert self.buffer is not None
         assert self.pipeline is not None
         movements: list[Movement] = []
-        while True:
+        while read_journal:
             rows = await self.buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
             for journal_id, event in rows:
                 movements.extend(self.pipeline.feed(event, self._monotonic()))
                 self._cursor = journal_id
             if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
                 break
-        movements.extend(self.pipeline.tick(self._monotonic()))
+        movements.extend(self.pipeline.tick(self._monotonic(), self._clock()))
         gaps: list[Gap] = []
         if self._gaps_pending:
             gaps = await self.buffer.unreported_gaps()

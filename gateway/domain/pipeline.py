@@ -32,6 +32,7 @@ from gateway.domain.workflows import StationContext, StationWorkflow
 from gateway.errors import InputError, ParseError
 
 SNAPSHOT_VERSION = 1
+LIVE_WINDOW_S = 5.0
 MAX_NOTICES = 1000
 CONTROL_KINDS = frozenset({"rma", "rma-close", "disposition", "location"})
 
@@ -112,14 +113,21 @@ class Pipeline:
         self.counters["scans"] += 1
         return self._scan(station, event)
 
-    def tick(self, mono_s: float) -> list[Movement]:
-        """Close visits that ended by now and turn them into movements."""
+    def tick(self, mono_s: float, wall_s: float | None = None) -> list[Movement]:
+        """Close visits that ended by now and turn them into movements.
+
+        With `wall_s` and live input (event time within LIVE_WINDOW_S of it), visits close on
+        the wall clock, so the reader's reporting delay does not hold them back; a replay of old
+        events or a jumped clock falls back to event time projected by the monotonic clock.
+        """
         if self._anchor is None and self._last_event_s is not None:
             # Restored from a snapshot: event time goes on from the last event it had seen.
             self._anchor = (self._last_event_s, mono_s)
         now_s = self.event_now(mono_s)
         if now_s is None:
             return []
+        if wall_s is not None and abs(wall_s - now_s) <= LIVE_WINDOW_S:
+            now_s = max(now_s, wall_s)
         movements: list[Movement] = []
         for station_id, tracker in self._trackers.items():
             for visit in tracker.expire(now_s):

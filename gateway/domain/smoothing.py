@@ -509,18 +509,19 @@ class _VisitState:
     def time_bins(self) -> tuple[TimeBin, ...]:
         """The profile as frozen bins, up to the last one with any read."""
         bins = self.bins
-        out = [
+        # The last read's offset names the last bin used: most visits fill a few of 32 slots.
+        end = min(_MAX_BINS, int(self.span_s * self.inv_width) + 1) * 4
+        while end and bins[end - 3] == 0 and bins[end - 1] == 0:
+            end -= 4
+        return tuple(
             TimeBin(
                 outside_weight=bins[j],
                 outside_reads=int(bins[j + 1]),
                 inside_weight=bins[j + 2],
                 inside_reads=int(bins[j + 3]),
             )
-            for j in range(0, _MAX_BINS * 4, 4)
-        ]
-        while out and out[-1].outside_reads == 0 and out[-1].inside_reads == 0:
-            out.pop()
-        return tuple(out)
+            for j in range(0, end, 4)
+        )
 
 
 def _zone_evidence(acc: _ZoneAcc | None) -> ZoneEvidence:

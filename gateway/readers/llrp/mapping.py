@@ -70,6 +70,7 @@ def _epc_hex(tag: Mapping[str, Any]) -> str:
     else:
         raise FrameError("llrp", "tag report without EPC")
     text = text.strip().upper()
-    if not text or any(c not in "0123456789ABCDEF" for c in text):
+    # strip() leaves something exactly when a character that is not hex is present.
+    if not text or text.strip("0123456789ABCDEF"):
         raise FrameError("llrp", "EPC is not hex")
     return text
