@@ -39,6 +39,8 @@ from gateway.readers.llrp.settings import LlrpSettings
 
 _log = get_logger("llrp")
 _HEADER_LEN = 10
+# A profile's power may fall between two entries of the reader's table; beyond this it is wrong.
+_POWER_TOLERANCE_DB = 0.5
 _MAX_FRAME_BYTES = 16 << 20  # no real report comes near; beyond it the length field is garbage
 _ALL_CONTENT = {
     "EnableROSpecID": True,
@@ -408,6 +410,20 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
 
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
     """sllurp's state machine with the report trigger set without an AISpec stop trigger."""
+
+    def setTxPowerDbm(self, tx_pow_dbm: Any = None) -> None:  # noqa: N802 - sllurp's name
+        """Refuse a power outside the reader's own table (sllurp would pick the nearest entry)."""
+        table = [p for p in self.tx_power_table if p]
+        if tx_pow_dbm and table:
+            low, high = min(table), max(table)
+            for antenna, dbm in tx_pow_dbm.items():
+                if not low - _POWER_TOLERANCE_DB <= dbm <= high + _POWER_TOLERANCE_DB:
+                    msg = (
+                        f"antenna {antenna}: {dbm} dBm is outside the reader's power table "
+                        f"({low}-{high} dBm)"
+                    )
+                    raise ReaderConfigurationError(msg)
+        super().setTxPowerDbm(tx_pow_dbm)
 
     def getROSpec(self, force_new: bool = False) -> Any:  # noqa: N802 - sllurp's name
         """Build sllurp's ROSpec without its tag-count stop trigger; report every N tags."""
