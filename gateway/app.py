@@ -32,7 +32,7 @@ from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan, StationPlan
 from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.smoothing import SmoothingSettings
-from gateway.domain.wire import render_movement_json, rfc3339
+from gateway.domain.wire import parse_rfc3339, render_movement_json, rfc3339
 from gateway.errors import ConfigError, GatewayError, InputError, OutboxFull, ShutdownRequested
 from gateway.logs import get_logger
 from gateway.profiles import (
@@ -68,6 +68,7 @@ MAX_COMMAND_BYTES = 4 * 1024 * 1024
 KPI_STATE_KEY = "kpi-state"
 PROFILE_HISTORY_KEY = "profile-history"
 LATENCY_TRACKED_MAX = 20_000
+REPLAY_MAX_ROWS = 100_000
 PROFILE_HISTORY_MAX = 1000
 PROFILE_SETTLE_S = 20.0
 # Below this many reads per second before a change, a drop says nothing about the new profile.
@@ -674,14 +675,28 @@ class Daemon:
             await self.forwarder.publish_event(json.dumps(event, default=str).encode())
 
     async def _replay(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish kept movements again, with their original ids: from a seq, or a time range."""
         assert self.buffer is not None
         assert self.forwarder is not None
-        from_seq = body.get("from_seq")
-        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-            raise InputError("replay", "'from_seq' must be a non-negative integer")
-        rows = await self.buffer.rows_from(from_seq, 100_000, include_delivered=True)
+        if "from_seq" in body:
+            from_seq = body["from_seq"]
+            if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
+                raise InputError("replay", "'from_seq' must be a non-negative integer")
+            rows = await self.buffer.rows_from(from_seq, REPLAY_MAX_ROWS, include_delivered=True)
+            await self.forwarder.republish(rows)
+            return {"republished": len(rows), "from_seq": from_seq}
+        start, end = body.get("from"), body.get("to")
+        if not isinstance(start, str) or not isinstance(end, (str, type(None))):
+            raise InputError(
+                "replay", "give 'from_seq', or 'from' (and optionally 'to') as RFC 3339"
+            )
+        start_s = parse_rfc3339(start)
+        end_s = parse_rfc3339(end) if end is not None else self._clock()
+        if end_s < start_s:
+            raise InputError("replay", "'to' is before 'from'")
+        rows = await self.buffer.rows_between(start_s, end_s, REPLAY_MAX_ROWS)
         await self.forwarder.republish(rows)
-        return {"republished": len(rows), "from_seq": from_seq}
+        return {"republished": len(rows), "from": start, "to": rfc3339(end_s)}
 
     async def _mqtt_scan(self, device: str, message: IncomingMessage) -> None:
         text = message.payload.decode("utf-8", errors="replace").strip()

@@ -395,7 +395,7 @@ def test_replay_from_seq_redelivers_original_ids_and_the_sink_count_stays(
     total, from_seq = 20, 11
     config = _config(tmp_path, broker, scan_events(total))
 
-    async def run(collector: Collector) -> tuple[int, int, dict[str, Any]]:
+    async def run(collector: Collector) -> tuple[int, int, dict[str, Any], dict[str, Any]]:
         async with WmsSink("127.0.0.1", broker.port, tmp_path / "wms.db") as sink:
             await sink.wait_connected()
             with DaemonProcess(config, tmp_path / "daemon.log"):
@@ -418,15 +418,28 @@ def test_replay_from_seq_redelivers_original_ids_and_the_sink_count_stays(
                     return sink.stats.duplicates >= total - from_seq + 1
 
                 await _until(sink_saw_copies, 30, "the sink to get the replayed copies")
+                # By time range: everything made since 2000 (all of it) comes again.
+                by_time = await sink.command(
+                    SITE, GATEWAY, "replay", json.dumps({"from": "2000-01-01T00:00:00Z"}).encode()
+                )
+
+                async def all_again() -> bool:
+                    return len(collector.received()) >= 3 * total - from_seq + 1
+
+                await _until(all_again, 30, "movements replayed by time range")
                 after = await sink.count()
-                return before, after, reply
+                return before, after, reply, by_time
 
     with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        before, after, reply = asyncio.run(run(collector))
+        before, after, reply, by_time = asyncio.run(run(collector))
     assert reply.get("ok") is True, reply
+    assert by_time.get("ok") is True, by_time
+    assert by_time["republished"] == total
     assert before == after == total
     messages = [m.json() for m in collector.received()]
-    first, second = messages[:total], messages[total:]
+    first, second = messages[:total], messages[total : 2 * total - from_seq + 1]
+    third = messages[2 * total - from_seq + 1 :]
+    assert sorted(m["seq"] for m in third) == list(range(1, total + 1))
     originals = {m["id"]: m for m in first}
     assert len(originals) == total
     assert sorted(m["seq"] for m in second) == list(range(from_seq, total + 1))
