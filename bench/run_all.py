@@ -1,0 +1,314 @@
+"""Run every benchmark, each in its own subprocess, and write bench/README.md with the figures."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+Result = dict[str, Any]
+
+
+def main() -> int:
+    """Run the benches, print a summary, write bench/README.md; exit 1 if a bench failed to run."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, passed to every bench")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per bench")
+    parser.add_argument("--only", nargs="*", help="bench names to run")
+    parser.add_argument("--out", type=Path, default=BENCH / "README.md")
+    args = parser.parse_args()
+    sections: list[tuple[str, list[Result], str]] = []
+    failed = False
+    for name, adapter in BENCHES:
+        if args.only and name not in args.only:
+            continue
+        script = BENCH / f"bench_{name}.py"
+        if not script.exists():
+            sections.append((name, [], "script missing"))
+            failed = True
+            continue
+        cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
+        started = time.perf_counter()
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            sections.append((name, [], f"timed out after {args.timeout:.0f} s"))
+            failed = True
+            continue
+        took_s = time.perf_counter() - started
+        data = _last_json(proc.stdout)
+        if proc.returncode != 0 or data is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            sections.append((name, [], f"failed (exit {proc.returncode}): {' / '.join(tail)}"))
+            failed = True
+            continue
+        results = data["results"] if "results" in data else adapter(data)
+        sections.append((name, results, f"ran in {took_s:.0f} s"))
+        for r in results:
+            print("  ", _fmt_row(r), flush=True)
+    text = _readme(sections, quick=args.quick)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 1 if failed else 0
+
+
+def result(
+    name: str,
+    value: float | None,
+    unit: str,
+    baseline: float | None = None,
+    baseline_unit: str = "",
+    goal: str = "",
+    *,
+    passed: bool | None = None,
+    ratio: float | None = None,
+) -> Result:
+    """One row of the common result shape every bench reports."""
+    if ratio is None and value is not None and baseline:
+        ratio = value / baseline
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_unit": baseline_unit,
+        "ratio": None if ratio is None else round(ratio, 3),
+        "goal": goal,
+        "pass": passed,
+    }
+
+
+def _drain(d: Result) -> list[Result]:
+    return [
+        result(
+            f"drain {d['rows']:,} movements (window {d['window']})",
+            d["forwarder_msgs_per_s"],
+            "msg/s",
+            d["raw_paho_msgs_per_s"],
+            "msg/s raw paho QoS 1",
+            ">= 0.8 of raw paho",
+            passed=d["ratio"] >= d["goal_ratio"],
+        )
+    ]
+
+
+def _ingest(d: Result) -> list[Result]:
+    rate, raw = d["buffer_append_raw_events_per_s"], d["raw_sqlite3_events_per_s"]
+    return [
+        result(
+            f"journal append_raw ({d['events']:,} events, batch {d['batch']})",
+            rate,
+            "events/s",
+            raw,
+            "events/s raw sqlite3 executemany",
+            ">= 0.5 of raw sqlite3 and >= 30,000/s",
+            passed=bool(d["ratio_ok"] and d["rate_ok"]),
+        )
+    ]
+
+
+def _memory(d: Result) -> list[Result]:
+    rss = max(float(d["peak_rss_mb"]), float(d.get("cold_peak_rss_mb", 0)))
+    open_s = max(float(d["open_s"]), float(d.get("cold_open_s", 0)))
+    return [
+        result(
+            f"peak RSS with {d['rows']:,} rows buffered",
+            rss,
+            "MB",
+            goal="< 80 MB",
+            passed=rss < 80.0,
+        ),
+        result(
+            f"start-up with {d['rows']:,} rows buffered",
+            open_s,
+            "s",
+            goal="< 2 s",
+            passed=open_s < 2.0,
+        ),
+    ]
+
+
+def _scans(d: Result) -> list[Result]:
+    return [
+        result(
+            f"parse_barcode, mixed scans ({d['scans']:,})",
+            d["parse_barcode_scans_per_s"],
+            "scans/s",
+            d["biip_parse_scans_per_s"],
+            "scans/s biip.parse",
+            ">= 0.5 of biip",
+            passed=d["ratio"] >= 0.5,
+        ),
+        result(
+            "parse_barcode, GS1 scans only",
+            d["gs1_only_parse_barcode_scans_per_s"],
+            "scans/s",
+            d["gs1_only_biip_parse_scans_per_s"],
+            "scans/s biip.parse",
+            ">= 0.5 of biip",
+            passed=d["gs1_only_ratio"] >= 0.5,
+        ),
+    ]
+
+
+def _rfid(d: Result) -> list[Result]:
+    return [
+        result(
+            f"sllurp decode + mapping ({d['input']}, {d['tags']:,} reads)",
+            d["decode_plus_mapping_reads_per_s"],
+            "reads/s",
+            d["sllurp_decode_reads_per_s"],
+            "reads/s bare sllurp decode",
+            "info (end to end goal: see pipeline)",
+        )
+    ]
+
+
+def _passthrough(d: Result) -> list[Result]:
+    return list(d.get("results", []))
+
+
+BENCHES: list[tuple[str, Callable[[Result], list[Result]]]] = [
+    ("ingest", _ingest),
+    ("memory", _memory),
+    ("drain", _drain),
+    ("scans", _scans),
+    ("rfid", _rfid),
+    ("pipeline", _passthrough),
+    ("latency", _passthrough),
+]
+
+
+def _last_json(stdout: str) -> Result | None:
+    """The last JSON object in a bench's stdout (one line, or indented over many)."""
+    decoder = json.JSONDecoder()
+    lines = stdout.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if not lines[i].startswith("{"):
+            continue
+        try:
+            obj, _ = decoder.raw_decode("\n".join(lines[i:]))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def _num(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    return f"{round(float(str(value))):,}"
+
+
+def _fmt_row(r: Result) -> str:
+    verdict = {True: "PASS", False: "MISS", None: "-"}[r.get("pass")]
+    return (
+        f"{r['name']}: {_num(r['value'])} {r['unit']} | baseline {_num(r.get('baseline'))} "
+        f"{r.get('baseline_unit', '')} | ratio {r.get('ratio')} | goal {r.get('goal')} | {verdict}"
+    )
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def _machine() -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    paho = _version([sys.executable, "-c", "import paho.mqtt; print(paho.mqtt.__version__)"])
+    mosq = _version(["mosquitto", "-h"])
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores (shared with other work while this ran)",
+        f"- RAM: {ram}",
+        f"- OS: {platform.platform()}",
+        (
+            f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+            f"paho-mqtt {paho}, {mosq}"
+        ),
+    ]
+
+
+def _readme(sections: list[tuple[str, list[Result], str]], *, quick: bool) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = ".venv/bin/python bench/run_all.py" + (" --quick" if quick else "")
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/run_all.py`; do not edit by hand. Every figure sits beside its",
+        "baseline measured in the same run on the same machine. Ratio = figure / baseline",
+        "(for latencies, lower is better and the ratio is the gateway's overhead factor).",
+        "",
+        f"Run: {now}{' (quick sizes)' if quick else ''}. Reproduce: `{cmd}`",
+        "",
+        "## Machine",
+        "",
+        *_machine(),
+        "",
+    ]
+    missed: list[str] = []
+    for name, results, note in sections:
+        out += [f"## {name} (`bench/bench_{name}.py`, {note})", ""]
+        if not results:
+            out += [f"**Not measured:** {note}.", ""]
+            missed.append(f"{name}: not measured ({note})")
+            continue
+        out += [
+            "| measure | figure | baseline (same run) | ratio | goal | result |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            verdict = {True: "PASS", False: "**MISS**", None: "-"}[r.get("pass")]
+            base = r.get("baseline")
+            base_txt = "-" if base is None else f"{_num(base)} {r.get('baseline_unit', '')}"
+            out.append(
+                f"| {r['name']} | {_num(r['value'])} {r['unit']} | {base_txt} | "
+                f"{'-' if r.get('ratio') is None else r['ratio']} | {r.get('goal') or '-'} | "
+                f"{verdict} |"
+            )
+            if r.get("pass") is False:
+                missed.append(f"{name}: {r['name']}")
+        notes = [r["note"] for r in results if r.get("note")]
+        out += ["", *(f"- {n}" for n in notes), ""] if notes else [""]
+    out += ["## Goals missed", ""]
+    out += [f"- {m}" for m in missed] if missed else ["None."]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
