@@ -192,6 +192,10 @@ class Pipeline:
     # -- private -------------------------------------------------------------------------------
 
     def _advance(self, at_s: float, mono_s: float) -> None:
+        if self._anchor is None and self._last_event_s is not None:
+            # Restored: event time goes on from the last event seen, even if this one's clock
+            # jumped back (a reader reset to 1970 must not hold restored visits open for years).
+            self._anchor = (self._last_event_s, mono_s)
         projected = self.event_now(mono_s)
         if projected is None or at_s > projected:
             self._anchor = (at_s, mono_s)

@@ -307,8 +307,29 @@ SLOW = settings(
 )
 
 
+_RESET_TAG = "3074257BF7194E4000001A85"
+
+
 @SLOW
 @given(first=events, second=events, commands=st.lists(expected_commands, max_size=3))
+@example(  # a reader clock reset to 1970 right after a restart
+    first=[
+        (
+            TagRead(
+                reader="portal",
+                station="door-3",
+                epc_hex=_RESET_TAG,
+                antenna=0,
+                at_s=1_795_000_000.0,
+            ),
+            0.0,
+        )
+    ],
+    second=[
+        (TagRead(reader="portal", station="door-3", epc_hex=_RESET_TAG, antenna=0, at_s=0.0), 0.0)
+    ],
+    commands=[],
+)
 def test_pipeline_never_raises_and_its_snapshot_round_trips(
     first: list[tuple[RawEvent, float]],
     second: list[tuple[RawEvent, float]],
