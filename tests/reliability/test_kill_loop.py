@@ -5,7 +5,7 @@ re-derived after a crash keeps its id. Input that never reached the daemon is no
 reads made while the daemon is dead are lost at the reader (as with a real reader whose client is
 gone), so this loop drives the replay path, whose file is read again from its fixed epoch after
 every restart: every scan in it must end up as exactly one movement id at the WMS. The RFID path
-through the real simulator is covered gently (drops, silence) in tests/integration/test_rfid_e2e.py.
+runs its own kill loop through the real simulator in test_kill_loop_rfid.py.
 
 Sizes: 3,000 scans at 200/s (15 s of input), 20 kills after 0.4-2.5 s of uptime each (seed 20),
 the broker stopped and started again twice during the loop.
