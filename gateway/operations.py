@@ -114,7 +114,7 @@ def status_cli(config_path: Path) -> int:
     for reader in (health.get("readers") or {}).values():
         readers.add_row(
             *(
-                str(reader.get(k, ""))
+                _cell(reader.get(k))
                 for k in (
                     "reader",
                     "kind",
@@ -131,12 +131,16 @@ def status_cli(config_path: Path) -> int:
     buffer.add_column("what")
     buffer.add_column("value", justify="right")
     for key, value in (health.get("buffer") or {}).items():
-        buffer.add_row(key, str(value))
+        buffer.add_row(key, _cell(value))
     console.print(buffer)
     kpi = health.get("kpi")
     if kpi:
         console.print_json(json.dumps(kpi, default=str))
     return 0
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _get_health(listen: str) -> dict[str, Any] | None:
