@@ -31,6 +31,8 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from gateway.config import MqttSection  # noqa: E402
+from gateway.domain.movements import Evidence, Item, Movement  # noqa: E402
+from gateway.domain.wire import render_movement_json  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.sync.forwarder import Forwarder  # noqa: E402
 from gateway.sync.topics import Topics  # noqa: E402
@@ -50,34 +52,30 @@ class Row:
 
 
 def movement_payload(seq: int) -> tuple[str, bytes]:
-    """A realistic movement JSON (~450 bytes) and its id."""
-    movement_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{seq}"))
-    body = {
-        "schema": "dock-gateway/movement/1",
-        "id": movement_id,
-        "seq": seq,
-        "type": "receipt",
-        "occurred_at": "2026-11-22T09:14:03.120Z",
-        "site": "milan-returns",
-        "gateway": "dock-3",
-        "station": "door-3",
-        "direction": "in",
-        "item": {
-            "epc": f"urn:epc:id:sgtin:0614141.812345.{seq}",
-            "gtin": "80614141123458",
-            "serial": str(seq),
-        },
-        "rma": "RMA-000123",
-        "expected": True,
-        "evidence": {
-            "source": "rfid",
-            "reader": "door-3-portal",
-            "antennas": [1, 3],
-            "reads": 17,
-            "peak_rssi_dbm": -48.5,
-        },
-    }
-    return movement_id, json.dumps(body, separators=(",", ":")).encode()
+    """A realistic movement message (~450 bytes), rendered as the daemon renders it, and its id."""
+    at_s = 1_795_000_000.0 + seq
+    movement = Movement(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{seq}")),
+        type="receipt",
+        occurred_at_s=at_s,
+        station="door-3",
+        direction="in",
+        item=Item(
+            epc=f"urn:epc:id:sgtin:0614141.812345.{seq}", gtin="80614141123458", serial=str(seq)
+        ),
+        evidence=Evidence(
+            source="rfid",
+            reader="door-3-portal",
+            first_seen_s=at_s - 2.1,
+            last_seen_s=at_s,
+            reads=17,
+            antennas=(1, 3),
+            peak_rssi_dbm=-48.5,
+        ),
+        rma="RMA-000123",
+        expected=True,
+    )
+    return movement.id, render_movement_json(movement, seq, "milan-returns", "dock-3")
 
 
 class SqliteOutbox:

@@ -36,43 +36,15 @@ if str(ROOT) not in sys.path:
 from gateway.buffer.store import Buffer  # noqa: E402
 from gateway.domain.events import TagRead  # noqa: E402
 from gateway.domain.movements import Evidence, Item, Movement  # noqa: E402
+from gateway.domain.wire import render_movement_json  # noqa: E402
 
 BUDGET = 8 * 1024**3
 BATCH = 5000
 
 
 def _payload(movement: Movement, seq: int) -> bytes:
-    """A realistic movement message (about 450 bytes)."""
-    message = {
-        "schema": "dock-gateway/movement/1",
-        "id": movement.id,
-        "seq": seq,
-        "type": "receipt",
-        "occurred_at": "2026-11-22T09:14:03.120Z",
-        "site": "milan-returns",
-        "gateway": "dock-3",
-        "station": "door-3",
-        "direction": "in",
-        "item": {
-            "epc": f"urn:epc:id:sgtin:0614141.812345.{seq}",
-            "gtin": "80614141123458",
-            "serial": str(seq),
-        },
-        "rma": "RMA-000123",
-        "expected": True,
-        "disposition": None,
-        "location": None,
-        "evidence": {
-            "source": "rfid",
-            "reader": "door-3-portal",
-            "antennas": [1, 3],
-            "reads": 17,
-            "peak_rssi_dbm": -48.5,
-            "first_seen": "2026-11-22T09:14:01.020Z",
-            "last_seen": "2026-11-22T09:14:03.120Z",
-        },
-    }
-    return json.dumps(message, separators=(",", ":")).encode()
+    """The message the daemon would publish for it (about 450 bytes)."""
+    return render_movement_json(movement, seq, "milan-returns", "dock-3")
 
 
 def _movement(i: int) -> Movement:

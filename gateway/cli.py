@@ -180,48 +180,29 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_buffer_stats(args: argparse.Namespace) -> int:
-    from gateway.app import state_path  # noqa: PLC0415
-    from gateway.buffer.store import Buffer  # noqa: PLC0415
     from gateway.config import load_config  # noqa: PLC0415
+    from gateway.operations import buffer_stats  # noqa: PLC0415
 
-    config = load_config(args.config)
-
-    async def stats() -> dict[str, Any]:
-        buffer = await Buffer.open(
-            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
-        )
-        try:
-            result = await buffer.stats()
-        finally:
-            await buffer.close()
-        return {name: getattr(result, name) for name in result.__dataclass_fields__}
-
-    print(json.dumps(asyncio.run(stats()), indent=2, default=str))
+    print(json.dumps(buffer_stats(load_config(args.config)), indent=2, default=str))
     return EXIT_OK
 
 
 def _cmd_buffer_export(args: argparse.Namespace) -> int:
-    from gateway.app import state_path  # noqa: PLC0415
-    from gateway.buffer.store import Buffer  # noqa: PLC0415
     from gateway.config import load_config  # noqa: PLC0415
     from gateway.domain.wire import raw_event_dict  # noqa: PLC0415
+    from gateway.operations import read_only_buffer  # noqa: PLC0415
 
     config = load_config(args.config)
 
     async def export() -> None:
-        buffer = await Buffer.open(
-            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
-        )
         out = sys.stdout
-        try:
+        async with read_only_buffer(config) as buffer:
             if args.raw:
                 async for _, event in buffer.export_raw(args.from_pos):
                     out.write(json.dumps(raw_event_dict(event), separators=(",", ":")) + "\n")
             else:
                 async for row in buffer.export_movements(args.from_pos):
                     out.write(row.payload.decode() + "\n")
-        finally:
-            await buffer.close()
 
     asyncio.run(export())
     return EXIT_OK
@@ -246,10 +227,9 @@ def _cmd_simulate_reader(args: argparse.Namespace) -> int:
 
 
 def _profile_arg(text: str) -> Any:
-    from gateway.profiles import find_profile, load_profile  # noqa: PLC0415
+    from gateway.profiles import resolve_profile  # noqa: PLC0415
 
-    path = Path(text)
-    return load_profile(path) if path.suffix == ".toml" or path.exists() else find_profile(text)
+    return resolve_profile(text)
 
 
 def _cmd_profiles_validate(args: argparse.Namespace) -> int:

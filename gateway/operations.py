@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import load_config
+from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.profiles import DEFAULT_PROFILE_DIR, find_profile, load_profile
+from gateway.profiles import DEFAULT_PROFILE_DIR, resolve_profile
 
-PROFILE_HISTORY_KEY = "profile-history"
+if TYPE_CHECKING:
+    from gateway.buffer.store import Buffer
 
 
 def apply_profile_cli(
@@ -23,13 +26,7 @@ def apply_profile_cli(
 ) -> int:
     """Validate the profile here, then ask the local daemon to apply it; 0 applied, 1 not."""
     config = load_config(config_path)
-    path = Path(name)
-    directory = config.profiles.dir or DEFAULT_PROFILE_DIR
-    profile = (
-        load_profile(path)
-        if path.suffix == ".toml" or path.exists()
-        else find_profile(name, directory)
-    )
+    profile = resolve_profile(name, config.profiles.dir or DEFAULT_PROFILE_DIR)
     if not config.health.enabled:
         raise ConfigError("health.enabled", "profiles apply talks to the daemon's local endpoint")
     request = {
@@ -45,19 +42,13 @@ def apply_profile_cli(
 
 def profile_history_cli(config_path: Path, reader: str | None) -> int:
     """Print every recorded profile change (optionally of one reader), oldest first."""
-    from gateway.app import state_path  # noqa: PLC0415 - the buffer stack loads only here
-    from gateway.buffer.store import Buffer  # noqa: PLC0415
+    from gateway.app import PROFILE_HISTORY_KEY  # noqa: PLC0415 - the daemon stack loads only here
 
     config = load_config(config_path)
 
     async def read() -> list[dict[str, Any]]:
-        buffer = await Buffer.open(
-            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
-        )
-        try:
+        async with read_only_buffer(config) as buffer:
             raw = await buffer.kv_get(PROFILE_HISTORY_KEY)
-        finally:
-            await buffer.close()
         entries: list[dict[str, Any]] = json.loads(raw) if raw else []
         return entries
 
@@ -65,6 +56,32 @@ def profile_history_cli(config_path: Path, reader: str | None) -> int:
         if reader is None or entry.get("reader") == reader:
             print(json.dumps(entry))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def read_only_buffer(config: Config) -> AsyncIterator[Buffer]:
+    """The daemon's buffer, opened read-only (safe beside a running daemon)."""
+    from gateway.app import state_path  # noqa: PLC0415
+    from gateway.buffer.store import Buffer  # noqa: PLC0415
+
+    buffer = await Buffer.open(
+        state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
+    )
+    try:
+        yield buffer
+    finally:
+        await buffer.close()
+
+
+def buffer_stats(config: Config) -> dict[str, Any]:
+    """`Buffer.stats()` of the daemon's buffer as a plain dict."""
+
+    async def read() -> dict[str, Any]:
+        async with read_only_buffer(config) as buffer:
+            stats = await buffer.stats()
+        return {name: getattr(stats, name) for name in stats.__dataclass_fields__}
+
+    return asyncio.run(read())
 
 
 def _post(listen: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +116,7 @@ def status_cli(config_path: Path) -> int:
         console.print(
             "[bold]daemon:[/] not answering on its health endpoint; showing the buffer file"
         )
-        health = {"buffer": _buffer_stats(config), "readers": {}, "healthy": None}
+        health = {"buffer": buffer_stats(config), "readers": {}, "healthy": None}
     else:
         verdict = (
             "healthy" if health.get("healthy") else "UNHEALTHY: " + "; ".join(health["reasons"])
@@ -154,20 +171,3 @@ def _get_health(listen: str) -> dict[str, Any] | None:
     except (urllib.error.URLError, OSError, ValueError):
         return None
     return result
-
-
-def _buffer_stats(config: Any) -> dict[str, Any]:
-    from gateway.app import state_path  # noqa: PLC0415
-    from gateway.buffer.store import Buffer  # noqa: PLC0415
-
-    async def read() -> dict[str, Any]:
-        buffer = await Buffer.open(
-            state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
-        )
-        try:
-            stats = await buffer.stats()
-        finally:
-            await buffer.close()
-        return {name: getattr(stats, name) for name in stats.__dataclass_fields__}
-
-    return asyncio.run(read())

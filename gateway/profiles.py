@@ -200,6 +200,14 @@ def find_profile(name: str, directory: Path = DEFAULT_PROFILE_DIR) -> Profile:
     return load_profile(directory / f"{name}.toml")
 
 
+def resolve_profile(name_or_path: str, directory: Path = DEFAULT_PROFILE_DIR) -> Profile:
+    """A profile by file path (ends in .toml or exists), else by name in `directory`."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return load_profile(path)
+    return find_profile(name_or_path, directory)
+
+
 def validate_paths(paths: list[Path]) -> list[str]:
     """One line per problem in these files or folders (empty when every profile is valid)."""
     errors: list[str] = []
