@@ -38,8 +38,10 @@ class HidScannerDriver:
         grab: bool = True,
         max_scan_bytes: int = 4096,
         clock: Callable[[], float] = time.time,
+        open_device: Callable[[str], Any] = evdev.InputDevice,
     ) -> None:
         self._id = reader_id
+        self._open_device = open_device
         self._station = station
         self._path = device
         self._gs_key = gs_key
@@ -69,7 +71,7 @@ class HidScannerDriver:
             raise RuntimeError("driver already entered")
         self._health.state = "connecting"
         try:
-            device = evdev.InputDevice(self._path)
+            device = self._open_device(self._path)
         except OSError as exc:
             self._fail(str(exc))
             raise ReaderUnavailable(self._id, f"cannot open {self._path}: {exc.strerror}") from exc
