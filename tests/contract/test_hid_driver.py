@@ -85,7 +85,9 @@ def _run(device: FakeDevice) -> tuple[list[str], HidScannerDriver, BaseException
         try:
             async with driver:
                 assert device.grabbed, "the device is grabbed while in use"
-                scans.extend([scan.data async for scan in driver.events()])
+                # A loop, not a comprehension: the scans before the unplug must be kept.
+                async for scan in driver.events():
+                    scans.append(scan.data)  # noqa: PERF401
         except ReaderUnavailable as exc:
             return exc
         return None
