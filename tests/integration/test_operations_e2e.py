@@ -339,11 +339,11 @@ def test_signed_commands_good_applied_bad_missing_old_replayed_refused(
     name = "expected-returns"
     body = json.dumps({"action": "add", "rmas": []})
     now = time.time()
-    good = sign_command(name, body, KEY, now)
+    good = sign_command(name, body, KEY, now, "good-nonce-1")
     envelope = json.loads(good)
     bad = json.dumps({**envelope, "nonce": "another-nonce-1", "sig": "0" * 64}).encode()
-    old = sign_command(name, body, KEY, now - 3600)
-    wrong_key = sign_command(name, body, b"not-the-key", now)
+    old = sign_command(name, body, KEY, now - 3600, "old-nonce-1")
+    wrong_key = sign_command(name, body, b"not-the-key", now, "wrong-key-nonce-1")
     cases = [
         (good, True, None),
         (bad, False, "bad signature"),
