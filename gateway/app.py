@@ -23,10 +23,10 @@ from gateway.config import (
     ReplayReader,
     SerialScanner,
     TcpScanner,
+    load_gs1_rules,
 )
 from gateway.domain.barcodes import Patterns
 from gateway.domain.events import BarcodeScan, RawEvent
-from gateway.domain.gs1_rules import BUILTIN_RULES, load_syntax_dictionary
 from gateway.domain.kpi import CostFactors, KpiState
 from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan, StationPlan
@@ -34,6 +34,7 @@ from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.smoothing import SmoothingSettings
 from gateway.domain.wire import parse_rfc3339, render_movement_json, rfc3339
 from gateway.errors import ConfigError, GatewayError, InputError, OutboxFull, ShutdownRequested
+from gateway.gs1 import BIIP_GS1
 from gateway.logs import get_logger
 from gateway.profiles import (
     DEFAULT_PROFILE_DIR,
@@ -960,11 +961,12 @@ def _pipeline_plan(config: Config, profiles: Mapping[str, Profile] | None = None
     patterns = Patterns.compile(
         rma=p.rma, rma_close=p.rma_close, location=p.location, disposition=p.disposition
     )
-    rules = load_syntax_dictionary(p.gs1_dictionary) if p.gs1_dictionary else BUILTIN_RULES
+    rules = load_gs1_rules(p.gs1_dictionary)
     floors = {reader: p.reader.rssi_floor_dbm for reader, p in (profiles or {}).items()}
     return PipelinePlan(
         gateway=config.gateway.id,
         stations=stations,
+        gs1=BIIP_GS1,
         zones=zones,
         patterns=patterns,
         rules=rules,

@@ -216,8 +216,11 @@ def _cmd_decode_epc(args: argparse.Namespace) -> int:
 
 def _cmd_decode_barcode(args: argparse.Namespace) -> int:
     from gateway.domain.barcodes import describe_barcode  # noqa: PLC0415
+    from gateway.gs1 import BIIP_GS1  # noqa: PLC0415
 
-    return _decode_lines(_inputs(args.inputs, gs=True), describe_barcode)
+    return _decode_lines(
+        _inputs(args.inputs, gs=True), lambda text: describe_barcode(text, gs1=BIIP_GS1)
+    )
 
 
 def _cmd_simulate_reader(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigError
+from gateway.domain.gs1_rules import BUILTIN_RULES, RuleTable, parse_syntax_dictionary
+from gateway.errors import ConfigError, ParseError
 
 
 class _Model(BaseModel):
@@ -312,6 +313,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
     if base_dir is None:
         return config
     return _resolve_paths(config, base_dir)
+
+
+def load_gs1_rules(dictionary: Path | None) -> RuleTable:
+    """The GS1 rules: the site's syntax dictionary file (`patterns.gs1_dictionary`) or built in."""
+    if dictionary is None:
+        return BUILTIN_RULES
+    try:
+        text = dictionary.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParseError("syntax dictionary", f"{dictionary}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ParseError("syntax dictionary", f"{dictionary}: not UTF-8 text") from exc
+    return parse_syntax_dictionary(text)
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

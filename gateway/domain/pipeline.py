@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.domain.barcodes import DEFAULT_PATTERNS, Barcode, Patterns, parse_barcode
+from gateway.domain.barcodes import DEFAULT_PATTERNS, Barcode, Gs1Syntax, Patterns, parse_barcode
 from gateway.domain.epc import decode_epc, raw_uri
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.expected import ExpectedReturns
@@ -51,10 +51,11 @@ class StationPlan:
 
 @dataclass(frozen=True, slots=True)
 class PipelinePlan:
-    """Everything the pipeline is configured with."""
+    """Everything the pipeline is configured with, and the GS1 grammar its scans are read with."""
 
     gateway: str
     stations: Mapping[str, StationPlan]
+    gs1: Gs1Syntax
     zones: Mapping[str, Mapping[str, Sequence[int]]] = field(default_factory=dict)
     patterns: Patterns | None = None
     rules: RuleTable = BUILTIN_RULES
@@ -205,7 +206,10 @@ class Pipeline:
     def _scan(self, station: StationPlan, scan: BarcodeScan) -> list[Movement]:
         try:
             barcode = parse_barcode(
-                scan.data, self.plan.patterns or DEFAULT_PATTERNS, rules=self.plan.rules
+                scan.data,
+                self.plan.patterns or DEFAULT_PATTERNS,
+                gs1=self.plan.gs1,
+                rules=self.plan.rules,
             )
         except ParseError as exc:
             self.counters["bad_scans"] += 1

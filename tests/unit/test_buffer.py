@@ -32,6 +32,7 @@ from gateway.buffer.store import (
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement
 from gateway.errors import BufferUnavailable, OutboxFull
+from tests.support.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "gateway" / "buffer" / "migrations"
@@ -60,14 +61,6 @@ def render(m: Movement, seq: int) -> bytes:
 
 def render_100(m: Movement, seq: int) -> bytes:
     return b"x" * 100
-
-
-class FakeClock:
-    def __init__(self, now_s: float = 1_795_000_000.0) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 async def assert_counters_match_rows(buffer: Buffer) -> None:
