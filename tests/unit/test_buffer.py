@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from gateway.buffer import store
+from gateway.buffer import files
 from gateway.buffer.store import (
     JOURNAL_ROW_OVERHEAD_B,
     OUTBOX_ROW_OVERHEAD_B,
@@ -524,7 +524,7 @@ def test_large_file_damage_found_by_verify_is_moved_aside_at_next_open(
     path = tmp_path / "buffer.sqlite3"
     _damaged_buffer(path)
     # Pretend the file is large: open() checks only the schema and the small tables.
-    monkeypatch.setattr(store, "FULL_CHECK_MAX_BYTES", 0)
+    monkeypatch.setattr(files, "FULL_CHECK_MAX_BYTES", 0)
 
     async def first_run() -> tuple[Path | None, str | None, list[str]]:
         buffer = await Buffer.open(path, max_bytes=BIG)
