@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,7 +196,7 @@ def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str, max_
     a small budget is not dwarfed by SQLite's default 4 MB WAL.
     """
     wal_limit_b = min(WAL_SIZE_LIMIT_B, max(64 * 1024, max_bytes // 4))
-    try:
+    with _corruption_raised():
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -206,19 +207,22 @@ def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str, max_
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal_limit_b // 4096)}")
         migrate(conn, where)
         conn.execute(SELECT_COUNTERS).fetchone()
-    except sqlite3.DatabaseError as exc:
-        if _is_corruption(exc):
-            raise _CorruptError(str(exc)) from exc
-        raise
 
 
 def _prepare_reader(conn: sqlite3.Connection, where: str) -> None:
     """Check that a read-only connection sees a buffer this code understands."""
-    try:
+    with _corruption_raised():
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA query_only = ON")
         require_latest(conn, where)
         conn.execute(SELECT_COUNTERS).fetchone()
+
+
+@contextmanager
+def _corruption_raised() -> Iterator[None]:
+    """Turn SQLite's "damaged" errors into `_CorruptError`; other errors pass unchanged."""
+    try:
+        yield
     except sqlite3.DatabaseError as exc:
         if _is_corruption(exc):
             raise _CorruptError(str(exc)) from exc
