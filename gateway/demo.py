@@ -29,8 +29,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from gateway.app import Daemon
 from gateway.config import Config, parse_config
+from gateway.daemon import Daemon
 from gateway.domain.barcodes import gs1_check_digit
 from gateway.logs import configure_logging
 from gateway.readers.llrp.scenario import Fault, Scenario, returns_door_scenario

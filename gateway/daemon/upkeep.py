@@ -1,0 +1,104 @@
+"""The daemon's periodic chores: buffer statistics, KPI publishing, retention, the full check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+from gateway.buffer.store import Buffer
+from gateway.daemon.flow import PipelineFlow
+from gateway.daemon.kpis import KpiTracker
+from gateway.daemon.shared import LOG_COMPONENT, Shared
+from gateway.daemon.views import status_line
+from gateway.logs import get_logger
+from gateway.runtime.notify import SystemdNotifier
+from gateway.sync.forwarder import Forwarder
+
+_log = get_logger(LOG_COMPONENT)
+
+STATS_EVERY_S = 1.0
+RETENTION_EVERY_S = 600.0
+# Reader states that count as down for the health policy's reader_down_max_s.
+_DOWN_STATES = ("down", "silent", "rejected-config")
+
+
+class Upkeep:
+    """Loops that run beside the data path for as long as the daemon runs."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        buffer: Buffer,
+        forwarder: Forwarder,
+        flow: PipelineFlow,
+        kpis: KpiTracker,
+        notifier: SystemdNotifier,
+    ) -> None:
+        self._shared = shared
+        self._buffer = buffer
+        self._forwarder = forwarder
+        self._flow = flow
+        self._kpis = kpis
+        self._notifier = notifier
+
+    async def stats_loop(self) -> None:
+        """Once a second: buffer statistics, systemd's status, since-when things are down."""
+        tallies, slots = self._shared.tallies, self._shared.slots
+        watch_s = self._shared.config.profiles.rollback_watch_s
+        while True:
+            await asyncio.sleep(STATS_EVERY_S)
+            tallies.stats = await self._buffer.stats()
+            self._notifier.send(f"STATUS={status_line(slots, tallies.stats, self._forwarder)}")
+            now = self._shared.monotonic()
+            if self._forwarder.stats.connected:
+                tallies.broker_down_since = None
+            elif tallies.broker_down_since is None:
+                tallies.broker_down_since = now
+            for slot in slots:
+                if slot.health().state in _DOWN_STATES:
+                    tallies.reader_down_since.setdefault(slot.reader, now)
+                else:
+                    tallies.reader_down_since.pop(slot.reader, None)
+                samples = tallies.read_counts.setdefault(slot.reader, deque())
+                samples.append((now, slot.health().events))
+                while samples and now - samples[0][0] > watch_s:
+                    samples.popleft()
+
+    async def verify_buffer(self) -> None:
+        """The full integrity check of a large buffer, off the start-up path."""
+        reason = await self._buffer.verify()
+        if reason is not None:
+            self._shared.tallies.counters["buffer_corrupt"] += 1
+            _log.error("buffer_corrupt_restart_to_move_aside", reason=reason)
+
+    async def kpi_loop(self) -> None:
+        """Publish the KPIs (retained) every `mqtt.kpi_interval_s`."""
+        while True:
+            await asyncio.sleep(self._shared.config.mqtt.kpi_interval_s)
+            await self.publish_kpis()
+
+    async def publish_kpis(self) -> None:
+        """Publish the KPIs now, and keep their state in the buffer."""
+        config, tallies = self._shared.config, self._shared.tallies
+        stats = tallies.stats
+        tallies.kpi_snapshot = self._kpis.state.snapshot_kpis(
+            self._shared.clock(),
+            open_rmas=self._flow.pipeline.expected.open_count(),
+            oldest_unacked_age_s=stats.oldest_pending_age_s if stats is not None else None,
+        )
+        payload = json.dumps(
+            {"gateway": config.gateway.id, "site": config.gateway.site, **tallies.kpi_snapshot},
+            default=str,
+        ).encode()
+        await self._forwarder.publish_retained(self._shared.topics.kpi, payload)
+        await self._kpis.save(self._buffer)
+
+    async def retention_loop(self) -> None:
+        """Prune delivered movements older than the retention, every ten minutes."""
+        retention_s = self._shared.config.buffer.delivered_retention_s
+        while True:
+            pruned = await self._buffer.prune_delivered(self._shared.clock() - retention_s)
+            if pruned:
+                _log.info("delivered_movements_pruned", rows=pruned)
+            await asyncio.sleep(RETENTION_EVERY_S)
