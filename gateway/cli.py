@@ -146,8 +146,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gateway.app import Daemon  # noqa: PLC0415 - keep `decode` and `check-config` light
     from gateway.config import load_config  # noqa: PLC0415
+    from gateway.daemon import Daemon  # noqa: PLC0415 - keep `decode` and `check-config` light
     from gateway.logs import configure_logging  # noqa: PLC0415
 
     config = load_config(args.config)

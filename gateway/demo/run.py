@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from gateway.app import Daemon
 from gateway.config import Config, parse_config
+from gateway.daemon import Daemon
 from gateway.demo.broker import Broker, choose_broker
 from gateway.demo.screen import keys, watch
 from gateway.demo.script import HANDHELDS, STATIONS, Show, chaos, handhelds

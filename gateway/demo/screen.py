@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from gateway.app import Daemon
+from gateway.daemon import Daemon
 from gateway.demo.broker import Broker
 from gateway.demo.script import Show, drop_reader, toggle_broker
 from gateway.readers.llrp.simulator import LlrpSimulator

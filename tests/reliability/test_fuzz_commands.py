@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import _command_body
+from gateway.daemon.commands import command_body
 from gateway.domain.expected import ExpectedReturns
 from gateway.domain.signing import NonceCache, sign_command, verify_command
 from gateway.errors import InputError
@@ -341,7 +341,7 @@ def test_parse_ack_ids_encode_as_utf8(ident: str) -> None:
 )
 @example(name="expected-returns", payload=b"x" * (4 * 1024 * 1024 + 1))
 def test_command_body_only_input_error(name: str, payload: bytes) -> None:
-    body = _attempt(lambda: _command_body(name, payload), InputError)
+    body = _attempt(lambda: command_body(name, payload), InputError)
     if isinstance(body, InputError):
         assert body.what == name[:40]
         return
@@ -353,7 +353,7 @@ def test_command_body_only_input_error(name: str, payload: bytes) -> None:
 @example(depth=100_000)
 def test_command_body_deep_nesting_only_input_error(depth: int) -> None:
     with pytest.raises(InputError):
-        _command_body("expected-returns", b"[" * depth)
+        command_body("expected-returns", b"[" * depth)
 
 
 @FUZZ
