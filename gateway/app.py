@@ -178,12 +178,14 @@ class Daemon:
             await self._load_replay_epochs()
             await self._restore_kpis()
             self.stats = await self.buffer.stats()
+            client_id = (
+                self.config.mqtt.client_id
+                or f"dock-gateway-{self.config.gateway.site}-{self.config.gateway.id}"
+            )
             self.forwarder = Forwarder(
                 self.buffer,
-                self.config.mqtt,
+                self.config.mqtt.forwarder_settings(client_id),
                 self.topics,
-                client_id=self.config.mqtt.client_id
-                or f"dock-gateway-{self.config.gateway.site}-{self.config.gateway.id}",
                 health=self.health,
                 on_message=self._on_message,
                 on_published=self._published,

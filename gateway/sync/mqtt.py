@@ -16,8 +16,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Self
 
 import paho.mqtt.client as paho
@@ -26,80 +25,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.config import MqttSection
 from gateway.errors import BrokerRefused, BrokerUnavailable
 from gateway.logs import get_logger
+from gateway.sync.settings import LinkSettings, TlsSettings
 
 _log = get_logger("mqtt")
 
 DEFAULT_RECEIVE_MAXIMUM = 65535
 MISC_INTERVAL_S = 1.0
 TLS_DRAIN_READS = 1000
-SESSION_EXPIRY_S = 3600
-MAX_PACKET_BYTES = 8 * 1024 * 1024
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """TLS to the broker; the CA and hostname are verified unless `insecure_skip_verify`."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    """The Last Will the broker publishes when the link dies without a DISCONNECT."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """Everything one connection needs; the password is never shown in repr or logs."""
-
-    host: str
-    port: int
-    client_id: str
-    keepalive_s: int = 30
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsSettings | None = None
-    will: Will | None = None
-    connect_timeout_s: float = 10.0
-    session_expiry_s: int = SESSION_EXPIRY_S
-    max_packet_bytes: int = MAX_PACKET_BYTES
-
-    @classmethod
-    def from_config(cls, section: MqttSection, client_id: str, will: Will | None) -> LinkSettings:
-        """Settings from the `[mqtt]` section (password read from its environment variable)."""
-        tls = None
-        if section.tls is not None:
-            tls = TlsSettings(
-                ca_file=section.tls.ca_file,
-                cert_file=section.tls.cert_file,
-                key_file=section.tls.key_file,
-                insecure_skip_verify=section.tls.insecure_skip_verify,
-            )
-        return cls(
-            host=section.host,
-            port=section.port,
-            client_id=client_id,
-            keepalive_s=section.keepalive_s,
-            username=section.username,
-            password=section.password(),
-            tls=tls,
-            will=will,
-            connect_timeout_s=max(5.0, float(section.keepalive_s)),
-        )
 
 
 @dataclass(frozen=True, slots=True)
