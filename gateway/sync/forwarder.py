@@ -343,22 +343,17 @@ class Forwarder:
         idle = window.in_flight == 0
         if idle:
             window.last_progress_s = self._clock()
-        movements = self._topics.movements
+        publish = functools.partial(link.publish, self._topics.movements)
         try:
             self._control.send(
                 lambda c: link.publish(c.topic, c.payload, 1, c.retain, c.properties), window
             )
             if not self._stop_event.is_set() and not window.going_back:
-                resent = window.send_again(
-                    lambda payload: link.publish(movements, payload), self._acks.next_resend
-                )
+                resent = window.send_again(publish, self._acks.next_resend)
                 stats.published += resent
                 stats.resent += resent
-                stats.replayed += self._control.send_replays(
-                    lambda payload: link.publish(movements, payload), window
-                )
+                stats.replayed += self._control.send_replays(publish, window)
                 limit, skip_upto = self._acks.limits(window.rows_in_flight, wms=self._wms)
-                publish = functools.partial(link.publish, movements)
                 stats.published += window.send_rows(publish, limit, skip_upto)
         except BrokerUnavailable:
             return  # the link is going; Disconnected follows and the session ends
