@@ -118,9 +118,18 @@ class MqttLink:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._connack = loop.create_future()
-        client = self._client = self._make_client()
         settings = self.settings
-        pending = loop.run_in_executor(None, self._blocking_connect, client)
+        client = self._client = _new_client(settings, self._paho_errors.logger)
+        client.on_connect = self._paho_connect
+        client.on_disconnect = self._paho_disconnect
+        client.on_publish = self._paho_publish
+        client.on_message = self._paho_message
+        client.on_subscribe = self._paho_subscribe
+        client.on_socket_open = self._paho_socket_open
+        client.on_socket_close = lambda *_: self._on_loop(self._unwatch)
+        client.on_socket_register_write = self._paho_register_write
+        client.on_socket_unregister_write = self._paho_unregister_write
+        pending = loop.run_in_executor(None, _blocking_connect, client, settings)
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
                 await asyncio.shield(pending)
@@ -216,66 +225,6 @@ class MqttLink:
 
     # -- paho set-up -------------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
-        settings = self.settings
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=paho.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        client.connect_timeout = settings.connect_timeout_s
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            try:
-                context = _ssl_context(settings.tls)
-            except OSError as exc:  # ssl.SSLError is an OSError
-                raise BrokerRefused(f"TLS files unusable: {exc}") from exc
-            client.tls_set_context(context)
-            if settings.tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
-        if settings.will is not None:
-            will = settings.will
-            client.will_set(will.topic, will.payload, will.qos, will.retain)
-        client.enable_logger(self._paho_errors.logger)
-        client.on_connect = self._paho_connect
-        client.on_disconnect = self._paho_disconnect
-        client.on_publish = self._paho_publish
-        client.on_message = self._paho_message
-        client.on_subscribe = self._paho_subscribe
-        client.on_socket_open = self._paho_socket_open
-        client.on_socket_close = self._paho_socket_close
-        client.on_socket_register_write = self._paho_register_write
-        client.on_socket_unregister_write = self._paho_unregister_write
-        return client
-
-    def _blocking_connect(self, client: paho.Client) -> None:
-        """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
-        settings = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry_s
-        properties.MaximumPacketSize = settings.max_packet_bytes
-        try:
-            client.connect(
-                settings.host,
-                settings.port,
-                keepalive=settings.keepalive_s,
-                clean_start=False,
-                properties=properties,
-            )
-        except ssl.SSLCertVerificationError as exc:
-            raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(f"TLS handshake failed: {exc.reason}") from exc
-        except (OSError, ValueError) as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to {settings.host}:{settings.port}: {exc}"
-            ) from exc
-
     # -- socket plumbing (paho calls these on the loop, or from the executor during connect) --
 
     def _on_loop(self, func: Callable[[], None]) -> None:
@@ -299,9 +248,6 @@ class MqttLink:
             self._misc = self._loop.call_later(MISC_INTERVAL_S, self._misc_tick)
 
         self._on_loop(watch)
-
-    def _paho_socket_close(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
-        self._on_loop(self._unwatch)
 
     def _paho_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         def want_write() -> None:
@@ -496,6 +442,58 @@ def _properties(props: PublishProperties) -> Properties:
     if props.user_properties:
         out.UserProperty = list(props.user_properties)
     return out
+
+
+def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> paho.Client:
+    """A paho client for these settings that never retries, queues or re-sends on its own."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=paho.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    client.connect_timeout = settings.connect_timeout_s
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls is not None:
+        try:
+            context = _ssl_context(settings.tls)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise BrokerRefused(f"TLS files unusable: {exc}") from exc
+        client.tls_set_context(context)
+        if settings.tls.insecure_skip_verify:
+            client.tls_insecure_set(True)
+    if settings.will is not None:
+        will = settings.will
+        client.will_set(will.topic, will.payload, will.qos, will.retain)
+    client.enable_logger(paho_logger)
+    return client
+
+
+def _blocking_connect(client: paho.Client, settings: LinkSettings) -> None:
+    """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = settings.session_expiry_s
+    properties.MaximumPacketSize = settings.max_packet_bytes
+    try:
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
+    except ssl.SSLError as exc:
+        raise BrokerUnavailable(f"TLS handshake failed: {exc.reason}") from exc
+    except (OSError, ValueError) as exc:
+        raise BrokerUnavailable(
+            f"cannot connect to {settings.host}:{settings.port}: {exc}"
+        ) from exc
 
 
 def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
