@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.domain.gs1_rules import BUILTIN_RULES, RuleTable, parse_syntax_dictionary
 from gateway.errors import ConfigError, ParseError
+from gateway.sync.settings import ForwarderSettings, LinkSettings, TlsSettings
 
 
 class _Model(BaseModel):
@@ -67,6 +68,37 @@ class MqttSection(_Model):
         if self.password_env is None:
             return None
         return os.environ.get(self.password_env)
+
+    def forwarder_settings(self, client_id: str) -> ForwarderSettings:
+        """Plain settings for `gateway.sync` (the password is read from the environment now)."""
+        tls = None
+        if self.tls is not None:
+            tls = TlsSettings(
+                ca_file=self.tls.ca_file,
+                cert_file=self.tls.cert_file,
+                key_file=self.tls.key_file,
+                insecure_skip_verify=self.tls.insecure_skip_verify,
+            )
+        link = LinkSettings(
+            host=self.host,
+            port=self.port,
+            client_id=client_id,
+            keepalive_s=self.keepalive_s,
+            username=self.username,
+            password=self.password(),
+            tls=tls,
+            connect_timeout_s=max(5.0, float(self.keepalive_s)),
+        )
+        return ForwarderSettings(
+            link=link,
+            delivery=self.delivery,
+            max_inflight=self.max_inflight,
+            ack_timeout_s=self.ack_timeout_s,
+            stall_timeout_s=self.stall_timeout_s,
+            reconnect_min_s=self.reconnect_min_s,
+            reconnect_max_s=self.reconnect_max_s,
+            status_interval_s=self.status_interval_s,
+        )
 
 
 class BufferSection(_Model):

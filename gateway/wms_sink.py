@@ -35,11 +35,11 @@ from gateway.runtime.backoff import Backoff
 from gateway.sync.mqtt import (
     Disconnected,
     LinkEvent,
-    LinkSettings,
     Message,
     MqttLink,
     PublishProperties,
 )
+from gateway.sync.settings import LinkSettings
 
 _log = get_logger("wms_sink")
 

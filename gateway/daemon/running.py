@@ -57,10 +57,10 @@ async def start_parts(
 
     forwarder = Forwarder(
         buffer,
-        config.mqtt,
+        config.mqtt.forwarder_settings(
+            config.mqtt.client_id or f"dock-gateway-{config.gateway.site}-{config.gateway.id}"
+        ),
         shared.topics,
-        client_id=config.mqtt.client_id
-        or f"dock-gateway-{config.gateway.site}-{config.gateway.id}",
         health=health,
         on_message=on_message,
         on_published=kpis.published,
