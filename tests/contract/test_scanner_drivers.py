@@ -273,6 +273,7 @@ async def test_losing_the_device_raises_reader_unavailable(rig: Rig) -> None:
 
 
 async def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: Rig) -> None:
+    # A bound on failure, not a speed measurement: exit must not hang on a blocked read.
     async with asyncio.timeout(STEP_TIMEOUT_S):
         driver = rig.make(stepping_clock())
         async with running(rig, driver):
