@@ -20,6 +20,9 @@ from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.simulator import LlrpSimulator, replay_frames
 
 FAST = LlrpSettings(keepalive_s=1.0, connect_timeout_s=5.0, disconnect_timeout_s=2.0)
+# Replays of recorded reports decode tens of thousands of reads: on a loaded machine a two-keepalive
+# pause is no silent reader. Silence has its own test with FAST.
+REPLAY = LlrpSettings(keepalive_s=5.0, connect_timeout_s=5.0, disconnect_timeout_s=2.0)
 
 
 async def collect(
@@ -225,7 +228,7 @@ async def _replay(
     scenario = Scenario("replay", 1.0 + timeout_s, faults=(Fault(0.2, "replay", str(path)),))
     async with (
         LlrpSimulator(scenario, speed=speed) as sim,
-        LlrpDriver("r", "s", "127.0.0.1", sim.port, FAST) as drv,
+        LlrpDriver("r", "s", "127.0.0.1", sim.port, REPLAY) as drv,
     ):
         reads, error = await collect(drv, lambda r: len(r) >= expected, timeout_s)
     return drv, reads, error, sim
