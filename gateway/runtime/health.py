@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -165,33 +164,24 @@ class HealthServer:
             return _json({"ok": False, "error": "not JSON"}, 400)
         if not isinstance(body, dict):
             return _json({"ok": False, "error": "not an object"}, 400)
-        # The console's guard put the signed-in user there; the CLI names itself.
-        client = request.get(CLIENT_KEY)
-        if client is not None:
-            body = {**body, "client": client}
+        # Who asked, for the audit: the address always; the signed-in user when a login is
+        # required (then the body's own `requested_by` is not trusted).
+        body = {**body, "client": request.remote}
+        user = request.get(USER_KEY)
+        if user is not None:
+            body["requested_by"] = user
         result = await action(body)
         return _json(result, 200 if result.get("ok") else 409)
 
 
-CLIENT_KEY = "gateway.client"
-"""Request key under which a guard puts `{"user": ..., "address": ...}` of the caller."""
+USER_KEY = "gateway.user"
+"""Request key under which a login guard puts the signed-in user's name."""
 
 
 def split_listen(listen: str) -> tuple[str, int]:
     """(host, port) of a `host:port` listen string; an empty host means 127.0.0.1."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback_listen(listen: str) -> bool:
-    """Whether `host:port` binds to loopback only (127.0.0.0/8, ::1, localhost)."""
-    host, _ = split_listen(listen)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name may resolve anywhere: treat it as reachable from outside
 
 
 async def _not_found(_request: web.Request) -> web.Response:

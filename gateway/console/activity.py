@@ -1,0 +1,99 @@
+"""Recent visits and movements for the page: what the pipeline made, and what it made nothing of."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.domain.movements import Movement
+
+DEFAULT_KEEP = 200
+# Pipeline notices about a visit or a scan that made no movement, and how to say why.
+_REASONS = {
+    "stray_tag": "stray: {reason}",
+    "passage_reversed": "reversed passage ({direction}): the tag went back the way it came",
+    "visit_not_inward": "not an inward passage (direction {direction}, confidence {confidence})",
+    "rescan_ignored": "the same item scanned again within the rescan window",
+    "duplicate_receipt": "already received for {rma}",
+    "epc_undecodable": "EPC not decodable: {reason}",
+}
+
+
+class RecentActivity:
+    """The last `keep` visits and movements, newest last; `version` changes with every entry."""
+
+    def __init__(self, keep: int = DEFAULT_KEEP) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.version = 0
+
+    def add_movements(self, movements: Sequence[Movement], seqs: Sequence[int]) -> None:
+        """Movements just committed to the outbox, with their sequence numbers."""
+        for movement, seq in zip(movements, seqs, strict=False):
+            evidence = movement.evidence
+            item = movement.item
+            self._entries.append(
+                {
+                    "at_s": movement.occurred_at_s,
+                    "station": movement.station,
+                    "what": movement.type,
+                    "seq": seq,
+                    "item": item.epc or item.key,
+                    "gtin": item.gtin,
+                    "serial": item.serial,
+                    "source": evidence.source,
+                    "reader": evidence.reader,
+                    "zones": list(evidence.zones),
+                    "direction": movement.direction,
+                    "confidence": evidence.direction_confidence,
+                    "reads": evidence.reads,
+                    "peak_rssi_dbm": evidence.peak_rssi_dbm,
+                    "rma": movement.rma,
+                    "expected": movement.expected,
+                    "disposition": movement.disposition,
+                    "location": movement.location,
+                    "reason": None,
+                }
+            )
+        self.version += 1
+
+    def add_notice(
+        self, event: str, station: str, fields: Mapping[str, object], at_s: float
+    ) -> None:
+        """A pipeline notice; the ones about visits or scans that made no movement are kept."""
+        template = _REASONS.get(event)
+        if template is None:
+            return
+        safe = {k: fields.get(k, "?") for k in ("reason", "direction", "confidence", "rma")}
+        self._entries.append(
+            {
+                "at_s": at_s,
+                "station": station,
+                "what": event,
+                "seq": None,
+                "item": str(fields.get("epc") or fields.get("item") or ""),
+                "reader": fields.get("reader"),
+                "zones": fields.get("zones") or [],
+                "direction": fields.get("direction"),
+                "confidence": fields.get("confidence"),
+                "reads": fields.get("reads"),
+                "peak_rssi_dbm": fields.get("peak_rssi_dbm"),
+                "reason": template.format(**safe),
+            }
+        )
+        self.version += 1
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(reversed(self._entries))
+
+    def find(self, needles: Sequence[str]) -> list[dict[str, Any]]:
+        """Entries whose item, GTIN + serial or RMA equals one of the needles, newest first."""
+        wanted = {n for n in needles if n}
+        return [
+            e
+            for e in reversed(self._entries)
+            if e.get("item") in wanted
+            or e.get("rma") in wanted
+            or f"{e.get('gtin')}:{e.get('serial')}" in wanted
+        ]
