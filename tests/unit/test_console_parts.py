@@ -167,7 +167,8 @@ class _Source:
         return None
 
 
-def _events(message: bytes) -> dict[str, Any]:
+def _events(message: bytes | None) -> dict[str, Any]:
+    assert message is not None
     found = {}
     for block in message.decode().strip().split("\n\n"):
         name, data = block.split("\n", 1)
