@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.console.source import ConsoleSource
-from gateway.console.tags import TagSeen, matches
+from gateway.console.tags import matches
 from gateway.logs import get_logger
 
 _log = get_logger("console")
 DEFAULT_INTERVAL_S = 0.5
 _QUEUE_MAX = 4
 _FILTER_MAX = 128
+# Rows a page gets (the first ones in EPC order that fit its filter): enough to read, cheap to draw.
+MAX_ROWS = 300
 # Reads per second are measured over at least this long, so a 0.5 s tick does not make them jumpy.
 _RATE_WINDOW_S = 2.0
 
@@ -37,6 +39,7 @@ class Subscriber:
     )
     full: bool = True
     dropped: int = 0
+    window: set[str] = field(default_factory=set)
 
     def offer(self, message: bytes) -> None:
         """Queue a message; if the page is behind, drop it and send everything next tick."""
@@ -95,10 +98,12 @@ class LiveFeed:
         self._subscribers.clear()
 
     async def run(self) -> None:
-        """Tick until cancelled."""
+        """Tick until cancelled, on a fixed schedule (a slow tick does not slow the rate)."""
+        next_at = self._monotonic()
         while True:
             self.tick()
-            await asyncio.sleep(self.interval_s)
+            next_at = max(next_at + self.interval_s, self._monotonic())
+            await asyncio.sleep(next_at - self._monotonic())
 
     def tick(self) -> None:
         """One coalesced update for every page."""
@@ -109,32 +114,41 @@ class LiveFeed:
         if not self._subscribers:
             return
         state = _event("state", self.state())
-        rows = {
-            tag.epc_hex: json.dumps(tag.row(), separators=(",", ":")) for tag in changes.changed
-        }
-        everything: list[TagSeen] | None = None
+        everything = self._source.tags.all()
+        rows: dict[str, str] = {}
+        changed = {tag.epc_hex for tag in changes.changed}
         for subscriber in list(self._subscribers):
+            picked = [t for t in everything if matches(t, subscriber.wanted)]
+            picked.sort(key=lambda t: t.epc_hex)
+            window = {t.epc_hex for t in picked[:MAX_ROWS]}
             if subscriber.full:
-                if everything is None:
-                    everything = self._source.tags.all()
-                picked = [t for t in everything if matches(t, subscriber.wanted)]
-                upserts = [json.dumps(t.row(), separators=(",", ":")) for t in picked]
+                sent = picked[:MAX_ROWS]
                 removed: list[str] = []
             else:
-                upserts = [
-                    rows[t.epc_hex] for t in changes.changed if matches(t, subscriber.wanted)
+                sent = [
+                    t
+                    for t in picked[:MAX_ROWS]
+                    if t.epc_hex in changed or t.epc_hex not in subscriber.window
                 ]
-                removed = changes.removed
+                removed = sorted(subscriber.window - window)
+            upserts = []
+            for tag in sent:
+                row = rows.get(tag.epc_hex)
+                if row is None:
+                    row = rows[tag.epc_hex] = json.dumps(tag.row(), separators=(",", ":"))
+                upserts.append(row)
             tags = (
-                '{"full":%s,"in_view":%d,"upsert":[%s],"remove":%s}'  # noqa: UP031 - rows are JSON already
+                '{"full":%s,"in_view":%d,"matching":%d,"upsert":[%s],"remove":%s}'  # noqa: UP031 - rows are JSON already
                 % (
                     "true" if subscriber.full else "false",
                     changes.in_view,
+                    len(picked),
                     ",".join(upserts),
                     json.dumps(removed),
                 )
             )
             subscriber.full = False
+            subscriber.window = window
             subscriber.offer(state + b"event: tags\ndata: " + tags.encode() + b"\n\n")
             self.messages += 1
 

@@ -58,7 +58,16 @@ function queueTags(update) {
   for (const row of update.upsert) { pending.upsert.set(row[0], row); pending.remove.delete(row[0]); }
   for (const hex of update.remove) { pending.remove.add(hex); pending.upsert.delete(hex); }
   $("tags-in-view").textContent = update.in_view;
+  $("tags-matching").textContent = update.matching;
   requestAnimationFrame(renderTags);
+}
+
+// The server sends at most this many rows (the first in EPC order that fit the filter): a
+// technician reads a few dozen and filters for the rest; 2,000 live rows cost far more to draw.
+const MAX_ROWS = 300;
+
+function tagValues(row) {
+  return [row[1] || row[0], row[2], row[3], row[4], row[5], fmtTime(row[6])];
 }
 
 function renderTags() {
@@ -67,35 +76,49 @@ function renderTags() {
   const work = pending;
   pending = null;
   const body = $("tags-table").tBodies[0];
+  let membership = work.full || work.remove.size > 0;
   if (work.full) { tags.clear(); tagRows.clear(); body.textContent = ""; }
   for (const hex of work.remove) {
     tags.delete(hex);
     const tr = tagRows.get(hex);
     if (tr) { tr.remove(); tagRows.delete(hex); }
   }
-  const fresh = document.createDocumentFragment();
   for (const [hex, row] of work.upsert) {
+    if (!tags.has(hex)) membership = true;
     tags.set(hex, row);
-    let tr = tagRows.get(hex);
-    const values = [row[1] || row[0], row[2], row[3], row[4], row[5], fmtTime(row[6])];
-    if (!tr) {
-      tr = document.createElement("tr");
-      tr.dataset.epc = hex;
-      values.forEach((v, i) => cell(tr, v, i === 0 ? "epc" : ""));
-      tr.firstChild.title = hex + (row[7] ? "  GTIN " + row[7] + " serial " + row[8] : "");
-      tagRows.set(hex, tr);
-      fresh.appendChild(tr);
-    } else {
-      const cells = tr.children;
-      for (let i = 1; i < values.length; i++) {
-        const text = values[i] === null || values[i] === undefined ? "-" : String(values[i]);
-        if (cells[i].textContent !== text) cells[i].textContent = text;
+  }
+  if (membership) {
+    // Rows in EPC order, so they do not jump about while a technician reads them.
+    const wanted = [...tags.keys()].sort().slice(0, MAX_ROWS);
+    const keep = new Set(wanted);
+    for (const [hex, tr] of tagRows) if (!keep.has(hex)) { tr.remove(); tagRows.delete(hex); }
+    const ordered = document.createDocumentFragment();
+    for (const hex of wanted) {
+      let tr = tagRows.get(hex);
+      if (!tr) {
+        const row = tags.get(hex);
+        tr = document.createElement("tr");
+        tr.dataset.epc = hex;
+        tagValues(row).forEach((v, i) => cell(tr, v, i === 0 ? "epc" : ""));
+        tr.firstChild.title = hex + (row[7] ? "  GTIN " + row[7] + " serial " + row[8] : "");
+        tagRows.set(hex, tr);
       }
+      ordered.appendChild(tr);
+    }
+    body.appendChild(ordered);
+  }
+  for (const [hex, row] of work.upsert) {
+    const tr = tagRows.get(hex);
+    if (!tr) continue;
+    const values = tagValues(row);
+    const cells = tr.children;
+    for (let i = 1; i < values.length; i++) {
+      const text = values[i] === null || values[i] === undefined ? "-" : String(values[i]);
+      if (cells[i].textContent !== text) cells[i].textContent = text;
     }
     window.consoleStats.rowsApplied++;
   }
-  body.appendChild(fresh);
-  $("tags-shown").textContent = tags.size;
+  $("tags-shown").textContent = tagRows.size;
   window.consoleStats.renders++;
   window.consoleStats.renderMs += performance.now() - started;
 }
