@@ -23,6 +23,8 @@ _log = get_logger("console")
 DEFAULT_INTERVAL_S = 0.5
 _QUEUE_MAX = 4
 _FILTER_MAX = 128
+# Recent visits and movements a page gets: scans can outnumber RFID visits, and the page filters.
+_ACTIVITY_SENT = 120
 # Rows a page gets (the first ones in EPC order that fit its filter): enough to read, cheap to draw.
 MAX_ROWS = 300
 # Reads per second are measured over at least this long, so a 0.5 s tick does not make them jumpy.
@@ -188,7 +190,7 @@ class LiveFeed:
             "kpi": health.get("kpi") or {},
             "tags_in_view": len(tags),
             "tags_evicted": tags.evicted,
-            "activity": self._source.activity.entries()[:50],
+            "activity": self._source.activity.entries()[:_ACTIVITY_SENT],
         }
 
     def _sample_rates(self, now: float) -> None:

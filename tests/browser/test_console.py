@@ -219,7 +219,31 @@ def test_login_required_off_loopback_csrf_and_throttle(
         )
         assert with_token.status == 200
         assert with_token.json()["ok"] is True
+        # Signing out ends the session: the API asks for a login again.
+        page.click("#logout-form button")
+        page.wait_for_url("**/login")
+        assert page.request.get(f"{base}/console/api/state").status == 401
         context.close()
+
+        # The CLI signs in by itself on a non-loopback endpoint and reaches the action (which
+        # refuses: this daemon has no LLRP reader); with a wrong password it does not get there.
+        cli = [sys.executable, "-m", "gateway", "profiles", "apply", "--config", str(config)]
+        cli += ["--reader", READER, "--by", "hana", "test-low"]
+        for password, expected in (
+            (PASSWORD, "no LLRP reader"),
+            ("nope", "wrong user or password"),
+        ):
+            out = subprocess.run(
+                cli,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=ROOT,
+                timeout=60,
+                env={**os.environ, PASSWORD_ENV: password},
+            )
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert expected in out.stdout + out.stderr, out.stdout + out.stderr
 
         # Failed logins are rate-limited and counted.
         statuses = []
@@ -234,10 +258,10 @@ def test_login_required_off_loopback_csrf_and_throttle(
                 urllib.request.urlopen(login, timeout=5)
             except urllib.error.HTTPError as exc:
                 statuses.append(exc.code)
-        # The browser's signing in cleared its one failure: five more tries, then a wait.
-        assert statuses == [401] * 5 + [429, 429]
+        # The browser's signing in cleared its one failure; the CLI's wrong password was one.
+        assert statuses == [401] * 4 + [429, 429, 429]
         metrics = _get(f"{base}/metrics")[1]
         assert "gateway_console_logins_failed_total 6.0" in metrics
-        assert "gateway_console_logins_throttled_total 2.0" in metrics
+        assert "gateway_console_logins_throttled_total 3.0" in metrics
         assert "gateway_console_csrf_refused_total 2.0" in metrics
         assert daemon.alive()

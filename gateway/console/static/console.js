@@ -18,8 +18,10 @@ function cell(tr, text, cls) {
 
 function fmtTime(s) {
   if (!s) return "-";
+  // Not toLocaleTimeString: it builds a formatter per call, which costs a frame at 300 rows.
   const d = new Date(s * 1000);
-  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+  const two = (n) => (n < 10 ? "0" : "") + n;
+  return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds()) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
 function fmtAge(s) {
@@ -135,7 +137,7 @@ function renderState(state) {
     cell(tr, r.kind);
     cell(tr, r.state, "state state-" + r.state);
     cell(tr, r.profile);
-    const rates = Object.entries(r.reads_per_s || {}).map(([port, rate]) => port + ": " + rate).join("  ");
+    const rates = Object.entries(r.reads_per_s || {}).map(([port, rate]) => port + ": " + rate + "/s").join(" · ");
     cell(tr, rates || "-", "rates");
     cell(tr, r.reconnects);
     cell(tr, r.bad_input);
@@ -144,7 +146,10 @@ function renderState(state) {
   }
   const activity = $("activity-table").tBodies[0];
   activity.textContent = "";
-  for (const e of state.activity) {
+  const show = $("activity-filter").value;
+  const entries = state.activity.filter((e) =>
+    show === "all" || (show === "rfid" && (e.source === "rfid" || !e.seq)) || (show === "none" && !e.seq));
+  for (const e of entries.slice(0, 50)) {
     const tr = document.createElement("tr");
     cell(tr, fmtTime(e.at_s));
     cell(tr, e.station);
@@ -288,6 +293,12 @@ $("expected-form").addEventListener("submit", async (ev) => {
   for (const e of r.seen || []) lines.push("seen " + fmtTime(e.at_s) + " at " + e.station + ": " + (e.seq ? e.what + " #" + e.seq : "no movement: " + e.reason));
   for (const t of r.in_view || []) lines.push("in view now: reader " + t[2] + ", antennas " + t[3]);
   showResult($("expected-result"), lines.join("\n"), r.announced || r.arrived ? "ok" : "bad");
+});
+
+$("logout-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();  // a plain form cannot carry the CSRF header
+  await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
+  location.href = "/login";
 });
 
 if (loginRequired) $("requested-by-label").style.display = "none";
