@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,10 +22,12 @@ _REASONS = {
 
 
 class RecentActivity:
-    """The last `keep` visits and movements, newest last; `version` changes with every entry."""
+    """The last `keep` movements and the last `keep` visits or scans that made none."""
 
     def __init__(self, keep: int = DEFAULT_KEEP) -> None:
         self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        # Kept apart: a busy scan bench must not push the rare stray out of sight.
+        self._refusals: deque[dict[str, Any]] = deque(maxlen=keep)
         self.version = 0
 
     def add_movements(self, movements: Sequence[Movement], seqs: Sequence[int]) -> None:
@@ -65,7 +68,7 @@ class RecentActivity:
         if template is None:
             return
         safe = {k: fields.get(k, "?") for k in ("reason", "direction", "confidence", "rma")}
-        self._entries.append(
+        self._refusals.append(
             {
                 "at_s": at_s,
                 "station": station,
@@ -83,16 +86,23 @@ class RecentActivity:
         )
         self.version += 1
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Newest first."""
-        return list(reversed(self._entries))
+    def entries(self, limit: int = 2 * DEFAULT_KEEP) -> list[dict[str, Any]]:
+        """Movements and refusals, newest first; at most `limit`, half of them for refusals."""
+        moved = list(itertools.islice(reversed(self._entries), limit))
+        refused = list(itertools.islice(reversed(self._refusals), limit // 2))
+        merged = sorted(moved + refused, key=lambda e: e["at_s"], reverse=True)
+        if len(merged) <= limit:
+            return merged
+        # Keep every refusal that fits in half the limit, fill the rest with the newest moves.
+        kept = {id(e) for e in refused} | {id(e) for e in moved[: limit - len(refused)]}
+        return [e for e in merged if id(e) in kept]
 
     def find(self, needles: Sequence[str]) -> list[dict[str, Any]]:
         """Entries whose item, GTIN + serial or RMA equals one of the needles, newest first."""
         wanted = {n for n in needles if n}
         return [
             e
-            for e in reversed(self._entries)
+            for e in self.entries()
             if e.get("item") in wanted
             or e.get("rma") in wanted
             or f"{e.get('gtin')}:{e.get('serial')}" in wanted

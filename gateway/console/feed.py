@@ -190,7 +190,7 @@ class LiveFeed:
             "kpi": health.get("kpi") or {},
             "tags_in_view": len(tags),
             "tags_evicted": tags.evicted,
-            "activity": self._source.activity.entries()[:_ACTIVITY_SENT],
+            "activity": self._source.activity.entries(_ACTIVITY_SENT),
         }
 
     def _sample_rates(self, now: float) -> None:

@@ -230,3 +230,35 @@ def test_remote_listen_without_password_env_is_a_config_error_naming_the_key() -
     assert error.value.key == "console.password_env"
     parse_config({**raw, "console": {"password_env": "DOCK_CONSOLE_PASSWORD"}})
     parse_config({**raw, "health": {"listen": "0.0.0.0:9108", "enabled": False}})
+
+
+def test_activity_keeps_strays_in_sight_of_a_busy_scan_bench() -> None:
+    from gateway.domain.movements import Evidence, Item, Movement
+
+    activity = RecentActivity(keep=10)
+    activity.add_notice(
+        "stray_tag", "door-3", {"epc": SGTIN, "reason": "dwell 0.2 s", "zones": ["outside"]}, 1.0
+    )
+    activity.add_notice("passage_reversed", "door-3", {"epc": SGTIN, "direction": "in-out"}, 2.0)
+    activity.add_notice("something_else", "door-3", {}, 2.5)
+    scans = [
+        Movement(
+            id=f"m{i}",
+            type="inspection",
+            occurred_at_s=3.0 + i,
+            station="bench-1",
+            item=Item(gtin="06141410000397", serial=str(i)),
+            evidence=Evidence(source="barcode", reader="hh", first_seen_s=3.0, last_seen_s=3.0),
+        )
+        for i in range(50)
+    ]
+    activity.add_movements(scans, list(range(1, 51)))
+    entries = activity.entries(8)
+    assert len(entries) == 8
+    refusals = [e for e in entries if e["seq"] is None]
+    assert [e["reason"] for e in refusals] == [
+        "reversed passage (in-out): the tag went back the way it came",
+        "stray: dwell 0.2 s",
+    ]
+    assert [e["seq"] for e in entries if e["seq"]] == [50, 49, 48, 47, 46, 45]
+    assert activity.find(["06141410000397:49"])[0]["seq"] == 50
