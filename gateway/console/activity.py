@@ -7,7 +7,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.domain.epc import decode_epc_or_raw
 from gateway.domain.movements import Movement
+from gateway.errors import ParseError
 
 DEFAULT_KEEP = 200
 # Pipeline notices about a visit or a scan that made no movement, and how to say why.
@@ -74,7 +76,7 @@ class RecentActivity:
                 "station": station,
                 "what": event,
                 "seq": None,
-                "item": str(fields.get("epc") or fields.get("item") or ""),
+                "item": _item_name(fields),
                 "reader": fields.get("reader"),
                 "zones": fields.get("zones") or [],
                 "direction": fields.get("direction"),
@@ -107,3 +109,13 @@ class RecentActivity:
             or e.get("rma") in wanted
             or f"{e.get('gtin')}:{e.get('serial')}" in wanted
         ]
+
+
+def _item_name(fields: Mapping[str, object]) -> str:
+    epc = fields.get("epc")
+    if isinstance(epc, str) and epc:
+        try:
+            return decode_epc_or_raw(epc).uri
+        except ParseError:
+            return epc[:128]
+    return str(fields.get("item") or "")[:128]

@@ -23,9 +23,11 @@ from tests.integration.test_operations_e2e import _config, _scenario, _settings
 from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
 from tests.support.daemon import ROOT, DaemonProcess, wait_until
+from tests.support.wms import publish
 
 pytestmark = pytest.mark.slow
 
+BASE = "returns/milan-returns/dock-3"
 READER = "door-3-portal"
 PASSWORD_ENV = "DOCK_GATEWAY_TEST_CONSOLE_PASSWORD"
 PASSWORD = "correct horse battery staple"
@@ -101,6 +103,33 @@ def test_page_shows_reader_and_tags_applies_profiles_and_says_rollback(
             page.fill("#tag-filter", "E2801160")
             wait_until(lambda: page.locator("#tags-table tbody tr").count() == 0, 10, "no match")
             page.fill("#tag-filter", "")
+
+            # Expected returns: announce one of the tags in view, then look it up in the page.
+            announce = {
+                "action": "add",
+                "rmas": [
+                    {
+                        "rma": "RMA-T1",
+                        "customer": "ACME",
+                        "items": [{"epc": "urn:epc:id:sgtin:0614141.812345.100"}],
+                    }
+                ],
+            }
+            publish(broker.port, f"{BASE}/cmd/expected-returns", json.dumps(announce).encode())
+
+            def announced() -> bool:
+                page.fill("#expected-query", "3034257BF7194E4000000064")
+                page.click("#expected-form button")
+                page.wait_for_timeout(300)
+                return "announced in RMA-T1 (ACME)" in page.inner_text("#expected-result")
+
+            wait_until(announced, 20, "the announcement in the lookup")
+            found = page.inner_text("#expected-result")
+            assert "not arrived yet" in found
+            assert f"in view now: reader {READER}" in found
+            page.fill("#expected-query", "RMA-T1")
+            page.click("#expected-form button")
+            page.locator("#expected-result", has_text="0 of 1 arrived").wait_for(timeout=5_000)
 
             # A profile applied from the page reaches the simulator and is in the history.
             original = _settings(sim.record.last_rospec)
