@@ -131,6 +131,28 @@ def test_page_shows_reader_and_tags_applies_profiles_and_says_rollback(
             page.click("#expected-form button")
             page.locator("#expected-result", has_text="0 of 1 arrived").wait_for(timeout=5_000)
 
+            # On loopback no login, but still no change without the page's CSRF token, none from
+            # another origin, and no form-encoded (cross-site postable) action.
+            base = f"http://127.0.0.1:{port}"
+            body = {"reader": READER, "name": "test-low"}
+            assert page.request.post(f"{base}/console/api/profiles/apply", data=body).status == 403
+            csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+            other = page.request.post(
+                f"{base}/console/api/profiles/check",
+                data=body,
+                headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
+            )
+            assert other.status == 403
+            form = urllib.request.Request(
+                f"{base}/actions/profile-apply",
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "text/plain"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(form, timeout=5)
+            assert refused.value.code == 415
+
             # A profile applied from the page reaches the simulator and is in the history.
             original = _settings(sim.record.last_rospec)
             page.select_option("#profile-reader", READER)
