@@ -353,6 +353,8 @@ class Console:
                 raw = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError("profile", f"not valid TOML: {exc}") from exc
+            except RecursionError as exc:
+                raise ConfigError("profile", "not valid TOML: nested too deeply") from exc
             return parse_profile(raw, source="profile")
         name = body.get("name")
         if not isinstance(name, str) or not name.replace("-", "").isalnum():
