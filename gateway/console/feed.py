@@ -190,6 +190,7 @@ class LiveFeed:
             "kpi": health.get("kpi") or {},
             "tags_in_view": len(tags),
             "tags_evicted": tags.evicted,
+            "activity_version": self._source.activity.version,
             "activity": self._source.activity.entries(_ACTIVITY_SENT),
         }
 

@@ -144,9 +144,18 @@ function renderState(state) {
     if (r.last_error) tr.title = r.last_error;
     body.appendChild(tr);
   }
+  renderActivity(state);
+  renderLink(state);
+}
+
+let activityShown = null;  // what the activity table shows now: (version, filter)
+function renderActivity(state) {
+  const show = $("activity-filter").value;
+  const key = state.activity_version + "/" + show;
+  if (key === activityShown) return;  // unchanged: do not rebuild the table twice a second
+  activityShown = key;
   const activity = $("activity-table").tBodies[0];
   activity.textContent = "";
-  const show = $("activity-filter").value;
   const entries = state.activity.filter((e) =>
     show === "all" || (show === "rfid" && (e.source === "rfid" || !e.seq)) || (show === "none" && !e.seq));
   for (const e of entries.slice(0, 50)) {
@@ -162,6 +171,9 @@ function renderState(state) {
     else cell(tr, "no movement: " + e.reason, "none");
     activity.appendChild(tr);
   }
+}
+
+function renderLink(state) {
   const b = state.broker || {}, buf = state.buffer || {};
   const link = [
     ["broker", b.connected ? "connected" : "DOWN" + (b.last_error ? " (" + b.last_error + ")" : "")],
