@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -34,16 +35,11 @@ from gateway.logs import configure_logging
 from gateway.profiles import DEFAULT_PROFILE_DIR, Profile, find_profile
 from gateway.runtime.health import HealthServer
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.support.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 FEED_EVERY_S = 0.01
 
 
@@ -195,7 +191,7 @@ _FRAMES = """() => {
 def browser_run(server: Server, seconds: float) -> dict[str, float]:
     """Open the page, fill the table, then measure for `seconds`."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         server.feeding = True
         page.goto(f"http://127.0.0.1:{server.port}/")
