@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.runtime.loopback import free_port, wait_for_port
 
@@ -40,6 +47,7 @@ class NatsNode:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.client_port = free_port()
         self.mqtt_port = free_port()
+        self.http_port = free_port()
         self.route_port = route_port
         self.conf = workdir / "nats.conf"
         self.log = workdir / "nats.log"
@@ -47,6 +55,7 @@ class NatsNode:
             # MQTT needs JetStream, and JetStream in a cluster needs a server name.
             f"server_name: {name}",
             f"listen: 127.0.0.1:{self.client_port}",
+            f"http: 127.0.0.1:{self.http_port}",
             f'jetstream {{ store_dir: "{workdir / "js"}" }}',
             f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {replicas} }}",
         ]
@@ -75,6 +84,35 @@ class NatsNode:
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Block until the MQTT listener accepts connections."""
         wait_for_port(self.mqtt_port, timeout_s)
+
+    def healthy(self) -> bool:
+        """NATS's own `/healthz`: JetStream up and every stream and consumer on it current."""
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Block until `/healthz` says ok: a restarted node has caught up with its raft groups."""
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not healthy after {timeout_s}s")
+            time.sleep(0.5)
+
+    def wait_round_trip(self, timeout_s: float = 60.0) -> None:
+        """Block until a persistent 3.1.1 session gets its own QoS 1 message back.
+
+        A fresh JetStream cluster takes seconds to elect the leaders of the MQTT streams; until
+        then NATS turns sessions away, which would make a test measure the warm-up, not the link.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not _round_trip(self.mqtt_port, 5.0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no MQTT round trip through {self.name} in {timeout_s}s")
+            time.sleep(0.5)
 
     def kill(self) -> None:
         """SIGKILL: the node is gone without a goodbye, as a crashed host would be."""
@@ -142,6 +180,8 @@ class NatsCluster:
         deadline = time.monotonic() + timeout_s
         for node in self.nodes:
             node.wait_ready(max(1.0, deadline - time.monotonic()))
+        for node in self.nodes:
+            node.wait_round_trip(max(1.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         """Stop every node."""
@@ -154,3 +194,33 @@ class NatsCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _round_trip(port: int, timeout_s: float) -> bool:
+    """Whether a persistent 3.1.1 session subscribes and gets a QoS 1 message back in time."""
+    done = threading.Event()
+    topic = f"probe/{uuid.uuid4().hex[:8]}"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+        clean_session=False,
+    )
+
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            c.subscribe(topic, 1)
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda c, *_a: c.publish(topic, b"x", qos=1)
+    client.on_message = lambda *_a: done.set()
+    try:
+        client.connect("127.0.0.1", port, keepalive=30)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        return done.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
