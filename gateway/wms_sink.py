@@ -52,6 +52,10 @@ _log = get_logger("wms_sink")
 
 ACK_BATCH = 500
 ACK_EVERY_S = 0.05
+STORE_RETRY_MIN_S = 0.1
+STORE_RETRY_MAX_S = 2.0
+# Several consumers may share one store (as a WMS's consumers share its database).
+STORE_BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS movements (
     id TEXT PRIMARY KEY,
@@ -329,13 +333,28 @@ class WmsSink:
                 _log.warning("wms_sink_bad_movement", topic=message.topic, reason=exc.reason)
         if not parsed:
             return
-        assert self._db is not None
-        new = await asyncio.to_thread(_store, self._db, parsed)
+        new = await self._commit(parsed)
         self.stats.stored += new
         self.stats.duplicates += len(parsed) - new
         self._note_order(parsed)
         if self.ack and link.connected:
             self._send_acks(link, parsed)
+
+    async def _commit(self, parsed: Sequence[_Parsed]) -> int:
+        """Commit the batch, retrying while the store is locked or failing: never skip one.
+
+        The batch is not acked until it is committed; a consumer that gave up here would keep its
+        MQTT link, and its share of the group, while storing nothing.
+        """
+        assert self._db is not None
+        delay_s = STORE_RETRY_MIN_S
+        while True:
+            try:
+                return await asyncio.to_thread(_store, self._db, parsed)
+            except sqlite3.OperationalError as exc:  # locked by another consumer, disk full, ...
+                _log.warning("wms_sink_store_retry", error=str(exc), movements=len(parsed))
+                await asyncio.sleep(delay_s)
+                delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
 
     def _is_reply(self, message: Message) -> bool:
         result = self._results.get(message.topic)
@@ -407,7 +426,7 @@ def load_announcements(path: Path) -> list[dict[str, Any]]:
 
 
 def _open_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=STORE_BUSY_TIMEOUT_S, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(_SCHEMA)
