@@ -157,7 +157,15 @@ def _gateway_config(folder: Path, port: int, scans: int, rate_per_s: float) -> P
                 "rate_per_s": rate_per_s,
             }
         ],
-        mqtt={"delivery": "wms", "ack_timeout_s": 60.0, "status_interval_s": 30.0},
+        # Every gateway offers all its movements at once, so the consumers' backlog, not a lost
+        # message, decides when an ack comes: ack_timeout_s must outlast that backlog or every
+        # late ack turns into a resend (a second copy). keepalive_s is the product default.
+        mqtt={
+            "delivery": "wms",
+            "ack_timeout_s": 900.0,
+            "status_interval_s": 30.0,
+            "keepalive_s": 30,
+        },
         gateway_id=folder.name,
         site=SITE,
     )
