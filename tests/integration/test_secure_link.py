@@ -442,3 +442,30 @@ def test_password_never_appears_in_the_log(tmp_path: Path, secure_broker: Secure
     )
     assert checked.returncode == 0, checked.stderr
     assert PASSWORD not in checked.stdout + checked.stderr
+
+
+# -- 9. TLS and credentials apply to every server of `[mqtt] servers` ---------------------------
+
+
+def test_tls_and_password_apply_to_every_server_of_the_list(
+    tmp_path: Path, secure_broker: SecureMosquitto
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    live = f"127.0.0.1:{secure_broker.port}"
+    config = _config(
+        tmp_path,
+        secure_broker,
+        tls={"ca_file": str(secure_broker.pki.ca_cert)},
+        mqtt={"servers": [dead, live]},
+    )
+    with (
+        _collector(secure_broker, [f"{BASE}/movements"]) as collector,
+        _daemon(tmp_path, config) as daemon,
+    ):
+        collector.wait_for(lambda c: len(c.distinct_ids()) >= EVENTS, 30, "every movement")
+        wait_until(lambda: _pending(config) == 0, 20, "outbox drained by PUBACKs")
+        assert daemon.terminate() == 0
+    assert [e["server"] for e in _events(daemon, "broker_connect_failed")][:1] == [dead]
+    assert [e["server"] for e in _events(daemon, "broker_connected")] == [live]
+    assert f"u'{GATEWAY_USER}'" in secure_broker.log_text()
+    _assert_secret_absent(daemon.log, PASSWORD)
