@@ -8,7 +8,6 @@ import pytest
 
 from gateway.config import parse_config, parse_server
 from gateway.errors import ConfigError
-from gateway.sync.mqtt import LinkSettings
 from gateway.sync.servers import ServerRing, server_name
 
 
@@ -65,20 +64,21 @@ def test_protocol_is_5_or_311_only() -> None:
     assert caught.value.key == "mqtt.protocol"
 
 
-def test_link_settings_take_the_chosen_server_and_the_shared_tls_and_credentials() -> None:
+def test_forwarder_settings_carry_every_server_and_the_shared_tls_and_credentials() -> None:
     section = _mqtt(
         servers=["n1:8883", "n2:8883"],
         protocol="3.1.1",
         username="dock",
         tls={"insecure_skip_verify": True},
     )
-    settings = LinkSettings.from_config(section, "gw", None, server=("n2", 8883))
-    assert (settings.host, settings.port, settings.server) == ("n2", 8883, "n2:8883")
-    assert settings.protocol == "3.1.1"
-    assert settings.username == "dock"
-    assert settings.tls is not None
-    first = LinkSettings.from_config(section, "gw", None)
-    assert (first.host, first.port) == ("n1", 8883)
+    settings = section.forwarder_settings("gw")
+    assert settings.servers == (("n1", 8883), ("n2", 8883))
+    link = settings.link
+    assert (link.host, link.port, link.server) == ("n1", 8883, "n1:8883")
+    assert link.protocol == "3.1.1"
+    assert link.username == "dock"
+    assert link.tls is not None
+    assert _mqtt(host="broker", port=1884).forwarder_settings("gw").servers == (("broker", 1884),)
 
 
 def test_the_ring_tries_each_server_in_turn_and_wraps() -> None:
