@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 import urllib.request
@@ -236,10 +237,12 @@ def test_an_unreachable_server_is_skipped_without_a_storm_and_health_names_the_s
 # -- a NATS cluster ------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path) -> None:
     """20,000 scans; kill the gateway's node, restart it, kill another: every id once, in order."""
-    total = 20_000
+    # The issue's size; DOCK_FAILOVER_SCANS shrinks it where CI time is short (NATS replicating
+    # every message to three nodes runs at 50 to 1,000 movements/s on a 2-core machine).
+    total = int(os.environ.get("DOCK_FAILOVER_SCANS", "20000"))
     with NatsCluster(tmp_path / "cluster") as cluster:
         mqtt = {
             "protocol": "3.1.1",
@@ -271,17 +274,17 @@ def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path
             async with sink:
                 await sink.wait_connected(30)
                 with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
-                    await _sink_until(sink, 4_000, daemon, 120)
+                    await _sink_until(sink, total * 20 // 100, daemon, 240)
                     first = cluster.node_on(_port(_connected_servers(daemon)[-1]))
                     assert first is not sink_node
                     first.kill()
                     kills.append(first.server)
-                    await _sink_until(sink, 9_000, daemon, 120)
+                    await _sink_until(sink, total * 45 // 100, daemon, 240)
                     first.start()
                     # Killing a second node before the restarted one has caught up would leave
                     # JetStream's replicas without a quorum: NATS stalls, the gateway can't help.
                     await asyncio.to_thread(first.wait_healthy, 120)
-                    await _sink_until(sink, 14_000, daemon, 120)
+                    await _sink_until(sink, total * 70 // 100, daemon, 240)
                     # Another node: the gateway's again, unless it failed over to the sink's node
                     # (NATS may turn a connect away while JetStream moves its leaders).
                     now_on = cluster.node_on(_port(_connected_servers(daemon)[-1]))
@@ -291,7 +294,7 @@ def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path
                     before_second = len(_connected_servers(daemon))
                     second.kill()
                     kills.append(second.server)
-                    await _sink_until(sink, total, daemon, 180)
+                    await _sink_until(sink, total, daemon, 300)
                     await asyncio.to_thread(
                         wait_until,
                         lambda: buffer_stats(config)["pending"] == 0,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +122,29 @@ def test_an_empty_ring_is_a_bug() -> None:
 def test_server_names_bracket_ipv6() -> None:
     assert server_name(("::1", 1883)) == "[::1]:1883"
     assert server_name(("broker", 1883)) == "broker:1883"
+
+
+def test_wms_sink_rejects_a_bad_servers_entry_with_exit_2_naming_the_option(
+    tmp_path: Path,
+) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "wms-sink",
+            "--db",
+            str(tmp_path / "wms.db"),
+            "--protocol",
+            "3.1.1",
+            "--servers",
+            "n1:1883,n2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "--servers: 'n2' is not host:port" in out.stderr
+    assert not (tmp_path / "wms.db").exists()
