@@ -224,9 +224,13 @@ def test_rows_committed_later_are_published_after_notify(
     assert forwarder.stats.delivered == 35
 
 
-def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto, outbox: SqliteOutbox) -> None:
+# MQTT 3.1.1 too: the same guarantees without reason codes, Receive Maximum or session expiry.
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_broker_restart_mid_stream_loses_nothing(
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
+) -> None:
     rows = outbox.add(6000)
-    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20))
+    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20, protocol=protocol))
 
     async def scenario() -> None:
         async with _running(forwarder):
@@ -287,11 +291,14 @@ def test_last_will_then_birth_after_reconnect(broker: Mosquitto, outbox: SqliteO
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_wms_mode_delivers_only_on_acks_and_resends(
-    broker: Mosquitto, outbox: SqliteOutbox
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
 ) -> None:
     rows = outbox.add(20)
-    forwarder = _forwarder(outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0))
+    forwarder = _forwarder(
+        outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0, protocol=protocol)
+    )
 
     async def scenario(collector: Collector) -> None:
         async with _running(forwarder):
