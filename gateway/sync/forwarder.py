@@ -142,6 +142,14 @@ class Forwarder:
 
     async def run(self) -> None:
         """Connect, publish and reconnect with backoff until cancelled (or until `stop()`)."""
+        if self._settings.link.protocol == "3.1.1" and self._settings.delivery == "broker":
+            # A 3.1.1 PUBACK has no reason code: mosquitto acks a publish its ACL refuses, then
+            # drops it, and that row would count as delivered.
+            _log.warning(
+                "mqtt311_broker_delivery",
+                advice='MQTT 3.1.1 cannot report a refused publish: set delivery = "wms" to '
+                "count only what the WMS acknowledged",
+            )
         async with asyncio.TaskGroup() as group:
             inbox = self._inbox
             dispatcher = None
