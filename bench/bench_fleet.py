@@ -14,6 +14,7 @@ rest of the file is left alone) and prints JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -45,13 +46,15 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        result = run_fleet(
-            Path(tmp),
-            gateways=args.gateways,
-            scans_each=args.scans,
-            consumers=args.consumers,
-            rate_per_s=args.rate,
-            timeout_s=1800,
+        result = asyncio.run(
+            run_fleet(
+                Path(tmp),
+                gateways=args.gateways,
+                scans_each=args.scans,
+                consumers=args.consumers,
+                rate_per_s=args.rate,
+                timeout_s=1800,
+            )
         )
     ran_s = time.monotonic() - started
     print(json.dumps(result.as_dict(), indent=2))

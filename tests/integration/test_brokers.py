@@ -126,7 +126,7 @@ def test_mqtt5_against_a_311_only_broker_says_to_set_protocol(
 
 
 @pytest.mark.parametrize("delivery", ["wms", "broker"])
-def test_311_on_nats_delivers_every_movement_once_in_order(
+async def test_311_on_nats_delivers_every_movement_once_in_order(
     tmp_path: Path, nats: NatsNode, delivery: str
 ) -> None:
     total = 2_000
@@ -145,13 +145,13 @@ def test_311_on_nats_delivers_every_movement_once_in_order(
                 assert daemon.terminate() == 0
         return sink
 
-    sink = asyncio.run(run())
+    sink = await run()
     seqs = _first_copy_seqs(db)
     assert seqs == list(range(1, total + 1))
     assert sink.stats.bad == 0
 
 
-def test_311_on_mosquitto_commands_answer_on_cmd_result_and_status_names_the_server(
+async def test_311_on_mosquitto_commands_answer_on_cmd_result_and_status_names_the_server(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     """3.1.1 clients of mosquitto: no response topic, so the reply is on `cmd-result/{name}`."""
@@ -179,7 +179,7 @@ def test_311_on_mosquitto_commands_answer_on_cmd_result_and_status_names_the_ser
                 assert body["broker"]["server"] == f"127.0.0.1:{broker.port}"
         return reply, sink
 
-    reply, _ = asyncio.run(run())
+    reply, _ = await run()
     assert reply.get("ok") is True, reply
     assert _first_copy_seqs(db) == list(range(1, total + 1))
 
@@ -238,7 +238,7 @@ def test_an_unreachable_server_is_skipped_without_a_storm_and_health_names_the_s
 
 
 @pytest.mark.timeout(1200)
-def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path) -> None:
+async def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path) -> None:
     """20,000 scans; kill the gateway's node, restart it, kill another: every id once, in order."""
     # The issue's size; DOCK_FAILOVER_SCANS shrinks it where CI time is short (NATS replicating
     # every message to three nodes runs at 50 to 1,000 movements/s on a 2-core machine).
@@ -310,7 +310,7 @@ def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path: Path
                 assert kills[1] not in servers[before_second:], servers
             return sink
 
-        sink = asyncio.run(run())
+        sink = await run()
     seqs = _first_copy_seqs(db)
     assert len(seqs) == total
     assert seqs == sorted(seqs), "first copies out of seq order"

@@ -15,8 +15,10 @@ from tests.support.fleet import run_fleet
 pytestmark = pytest.mark.slow
 
 
-def test_five_gateways_three_shared_consumers_lose_and_double_nothing(tmp_path: Path) -> None:
-    result = run_fleet(tmp_path, gateways=5, scans_each=1_000, consumers=3, timeout_s=240)
+async def test_five_gateways_three_shared_consumers_lose_and_double_nothing(
+    tmp_path: Path,
+) -> None:
+    result = await run_fleet(tmp_path, gateways=5, scans_each=1_000, consumers=3, timeout_s=240)
     assert result.stored == result.expected == 5_000
     assert result.stored_twice == 0
     assert result.seq_gaps == {f"gw-{i:02d}": 0 for i in range(5)}

@@ -31,7 +31,7 @@ def _movement(seq: int) -> bytes:
     ).encode()
 
 
-def test_a_locked_store_is_retried_and_nothing_is_skipped(
+async def test_a_locked_store_is_retried_and_nothing_is_skipped(
     tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A short busy timeout, so the lock below outlasts it (the product waits 30 s).
@@ -58,7 +58,7 @@ def test_a_locked_store_is_retried_and_nothing_is_skipped(
             return held, sink.stats.stored
 
     with capture_logs() as logs:
-        held, stored = asyncio.run(run())
+        held, stored = await run()
     assert held == 0, "stored while the lock was held"
     assert stored == 3
     assert any(e["event"] == "wms_sink_store_retry" for e in logs)

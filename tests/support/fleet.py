@@ -49,7 +49,7 @@ class FleetResult:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def run_fleet(
+async def run_fleet(
     workdir: Path,
     *,
     gateways: int,
@@ -65,9 +65,7 @@ def run_fleet(
             _gateway_config(workdir / f"gw-{index:02d}", broker.port, scans_each, rate_per_s)
             for index in range(gateways)
         ]
-        return asyncio.run(
-            _drive(workdir, broker, configs, gateways, scans_each, consumers, timeout_s)
-        )
+        return await _drive(workdir, broker, configs, gateways, scans_each, consumers, timeout_s)
 
 
 async def _drive(
