@@ -127,8 +127,20 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sink.add_argument("--mqtt-host", default="127.0.0.1")
     sink.add_argument("--mqtt-port", type=int, default=1883)
     sink.add_argument("--db", required=True, type=Path, help="SQLite file for stored movements")
+    sink.add_argument(
+        "--servers",
+        nargs="+",
+        default=None,
+        metavar="HOST:PORT",
+        help="the nodes of a broker cluster, tried in turn (instead of --mqtt-host/--mqtt-port)",
+    )
+    sink.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version")
     sink.add_argument("--prefix", default="returns")
-    sink.add_argument("--group", default="wms", help="shared-subscription group")
+    sink.add_argument(
+        "--group",
+        default=None,
+        help="shared-subscription group (default `wms` with MQTT 5, none with 3.1.1)",
+    )
     sink.add_argument("--username", default=None)
     sink.add_argument("--password-env", default=None, help="environment variable with the password")
     sink.add_argument("--no-ack", action="store_true", help="store but never acknowledge")
@@ -295,6 +307,15 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from gateway.config import parse_server  # noqa: PLC0415
+
+    try:
+        entries = [e for arg in args.servers or () for e in arg.split(",") if e.strip()]
+        servers = [parse_server(entry) for entry in entries]
+    except ValueError as exc:
+        print(f"error: --servers: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    group = args.group if args.group is not None or args.protocol == "3.1.1" else "wms"
     key = os.environ.get(args.command_key_env, "").encode() if args.command_key_env else None
     password = os.environ.get(args.password_env) if args.password_env else None
     configure_logging("auto", "INFO")
@@ -305,10 +326,12 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
             args.mqtt_port,
             args.db,
             prefix=args.prefix,
-            group=args.group,
+            group=group,
             ack=not args.no_ack,
             username=args.username,
             password=password,
+            protocol=args.protocol,
+            servers=servers,
         )
         async with sink:
             if rmas is not None:

@@ -48,6 +48,9 @@ class MqttSection(_Model):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    # The nodes of a broker cluster, tried in turn; when set, `host` and `port` are not used.
+    servers: list[str] = Field(default_factory=list)
+    protocol: Literal["5", "3.1.1"] = "5"
     topic_prefix: Annotated[str, Field(pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")] = "returns"
     client_id: str | None = None
     username: str | None = None
@@ -63,6 +66,26 @@ class MqttSection(_Model):
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     kpi_interval_s: Annotated[float, Field(gt=0)] = 60.0
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for index, entry in enumerate(value):
+            try:
+                parse_server(entry)
+            except ValueError as exc:
+                msg = f"entry {index}: {exc}"
+                raise ValueError(msg) from exc
+        if len(set(value)) != len(value):
+            msg = "the same server is listed twice"
+            raise ValueError(msg)
+        return value
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The brokers to try in turn: `servers` when set, else `host` and `port`."""
+        if not self.servers:
+            return ((self.host, self.port),)
+        return tuple(parse_server(entry) for entry in self.servers)
 
     def password(self) -> str | None:
         """The broker password from the environment, or None; never logged."""
@@ -80,18 +103,21 @@ class MqttSection(_Model):
                 key_file=self.tls.key_file,
                 insecure_skip_verify=self.tls.insecure_skip_verify,
             )
+        host, port = self.endpoints()[0]
         link = LinkSettings(
-            host=self.host,
-            port=self.port,
+            host=host,
+            port=port,
             client_id=client_id,
             keepalive_s=self.keepalive_s,
             username=self.username,
             password=self.password(),
             tls=tls,
             connect_timeout_s=max(5.0, float(self.keepalive_s)),
+            protocol=self.protocol,
         )
         return ForwarderSettings(
             link=link,
+            servers=self.endpoints(),
             delivery=self.delivery,
             max_inflight=self.max_inflight,
             ack_timeout_s=self.ack_timeout_s,
@@ -100,6 +126,20 @@ class MqttSection(_Model):
             reconnect_max_s=self.reconnect_max_s,
             status_interval_s=self.status_interval_s,
         )
+
+
+def parse_server(entry: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:1883`) as a pair; raise ValueError naming what is wrong."""
+    host, sep, port = entry.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "[]/" for c in host):
+        msg = f"{entry!r} is not host:port"
+        raise ValueError(msg)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        msg = f"{entry!r}: the port must be 1 to 65535"
+        raise ValueError(msg)
+    return host, int(port)
 
 
 class BufferSection(_Model):

@@ -241,6 +241,7 @@ class _GatewayCollector(Collector):
             "acks_received",
             "bad_acks",
             "reconnects",
+            "failovers",
         ):
             counter = CounterMetricFamily(f"gateway_mqtt_{key}", f"MQTT forwarder: {key}")
             counter.add_metric([], float(broker.get(key) or 0))
@@ -248,6 +249,14 @@ class _GatewayCollector(Collector):
         connected = GaugeMetricFamily("gateway_mqtt_connected", "1 when the broker link is up")
         connected.add_metric([], 1.0 if broker.get("connected") else 0.0)
         yield connected
+        server = GaugeMetricFamily(
+            "gateway_mqtt_server",
+            "1 for the broker (of [mqtt] servers) the link is on",
+            labels=["server"],
+        )
+        if broker.get("server"):
+            server.add_metric([str(broker["server"])], 1.0)
+        yield server
         state = GaugeMetricFamily(
             "gateway_reader_state", "1 for the reader's current state", labels=["reader", "state"]
         )

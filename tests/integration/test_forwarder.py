@@ -218,11 +218,13 @@ async def test_rows_committed_later_are_published_after_notify(
     assert forwarder.stats.delivered == 35
 
 
+# MQTT 3.1.1 too: the same guarantees without reason codes, Receive Maximum or session expiry.
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_broker_restart_mid_stream_loses_nothing(
-    broker: Mosquitto, outbox: SqliteOutbox
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
 ) -> None:
     rows = outbox.add(6000)
-    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20))
+    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20, protocol=protocol))
 
     with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with _running(forwarder):
@@ -279,11 +281,14 @@ async def test_last_will_then_birth_after_reconnect(
         assert kpi == b'{"kpi": 2}'
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_wms_mode_delivers_only_on_acks_and_resends(
-    broker: Mosquitto, outbox: SqliteOutbox
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
 ) -> None:
     rows = outbox.add(20)
-    forwarder = _forwarder(outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0))
+    forwarder = _forwarder(
+        outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0, protocol=protocol)
+    )
 
     with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with _running(forwarder):
