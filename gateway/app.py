@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.buffer.expected import ExpectedStore
 from gateway.buffer.store import Buffer, BufferStats, Gap
 from gateway.config import (
     Config,
@@ -34,6 +35,7 @@ from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.smoothing import SmoothingSettings
 from gateway.domain.wire import parse_rfc3339, render_movement_json, rfc3339
 from gateway.errors import ConfigError, GatewayError, InputError, OutboxFull, ShutdownRequested
+from gateway.expected_link import ExpectedLink
 from gateway.logs import get_logger
 from gateway.profiles import (
     DEFAULT_PROFILE_DIR,
@@ -65,6 +67,7 @@ CHECKPOINT_EVERY_S = 1.0
 STATS_EVERY_S = 1.0
 RETENTION_EVERY_S = 600.0
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
+ANNOUNCEMENTS_QUEUED_MAX = 64
 KPI_STATE_KEY = "kpi-state"
 PROFILE_HISTORY_KEY = "profile-history"
 LATENCY_TRACKED_MAX = 20_000
@@ -115,6 +118,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.forwarder: Forwarder | None = None
         self.stats: BufferStats | None = None
+        self.expected: ExpectedLink | None = None
         self._cursor = 0
         self._checkpointed_cursor = 0
         self._last_checkpoint_mono = 0.0
@@ -135,6 +139,9 @@ class Daemon:
         self._pipeline_lock = asyncio.Lock()
         self._profile_lock = asyncio.Lock()
         self._rate_samples: dict[str, deque[tuple[float, int]]] = {}
+        self._announcements: asyncio.Queue[IncomingMessage] = asyncio.Queue(
+            maxsize=ANNOUNCEMENTS_QUEUED_MAX
+        )
 
     # -- public --------------------------------------------------------------------------------
 
@@ -173,6 +180,7 @@ class Daemon:
                 moved_to=str(self.buffer.corrupt_moved_to),
                 advice="the damaged file is kept; send it to support, do not delete it",
             )
+        self.expected = ExpectedLink(ExpectedStore(self.buffer), self._pipeline_lock)
         try:
             await self._restore_pipeline()
             await self._load_replay_epochs()
@@ -287,6 +295,10 @@ class Daemon:
                 group.create_task(self._retention_loop(), name="retention")
                 group.create_task(self._kpi_loop(), name="kpi")
                 group.create_task(self._verify_buffer(), name="buffer-verify")
+                if self.expected is not None:
+                    sweep = self.expected.sweep_loop(self._clock)
+                    group.create_task(sweep, name="expected-sweep")
+                    group.create_task(self._announce_loop(), name="expected-announce")
                 for reader, slot in zip(self.config.readers, self.slots, strict=True):
                     self._reader_tasks.append(
                         group.create_task(
@@ -382,11 +394,15 @@ class Daemon:
         movements: list[Movement] = []
         while read_journal:
             rows = await self.buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+            if self.expected is not None:
+                await self.expected.prefetch([event for _, event in rows])
             for journal_id, event in rows:
                 movements.extend(self.pipeline.feed(event, self._monotonic()))
                 self._cursor = journal_id
             if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
                 break
+        if self.expected is not None and not read_journal:
+            await self.expected.prefetch([])
         movements.extend(self.pipeline.tick(self._monotonic(), self._clock()))
         gaps: list[Gap] = []
         if self._gaps_pending:
@@ -412,6 +428,8 @@ class Daemon:
             state=state,
             render=self._render,
             gaps_reported=[gap.gap_id for gap in gaps],
+            # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
+            also=self.expected.updates_writer() if self.expected is not None else None,
         )
         self._last_checkpoint_mono = self._monotonic()
         self._checkpointed_cursor = self._cursor
@@ -483,9 +501,11 @@ class Daemon:
         assert self.buffer is not None
         assert self.pipeline is not None
         stats = self.stats
+        if self.expected is not None:
+            await self.expected.stats()
         self.kpi_snapshot = self.kpi.snapshot_kpis(
             self._clock(),
-            open_rmas=self.pipeline.expected.open_count(),
+            open_rmas=self.expected.open_rmas if self.expected is not None else 0,
             oldest_unacked_age_s=stats.oldest_pending_age_s if stats is not None else None,
         )
         payload = json.dumps(
@@ -528,9 +548,23 @@ class Daemon:
             await self._mqtt_scan(device, message)
             return
         name = self.topics.command_name(message.topic)
+        if message.topic == self.topics.site_expected_returns:
+            name = "expected-returns"  # the WMS announces once for every door of the site
         if name is None:
             self.counters["messages_unexpected"] += 1
             return
+        if name == "expected-returns":
+            # Their own task, in order: a large announcement must not hold up scans and acks.
+            await self._announcements.put(message)
+            return
+        await self._handle_command(name, message)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            message = await self._announcements.get()
+            await self._handle_command("expected-returns", message)
+
+    async def _handle_command(self, name: str, message: IncomingMessage) -> None:
         try:
             payload = self._verified(name, message.payload)
             result = await self._command(name, payload)
@@ -570,11 +604,10 @@ class Daemon:
         body = _command_body(name, payload)
         assert self.pipeline is not None
         if name == "expected-returns":
-            result = self.pipeline.apply_expected_returns(body)
-            # Durable before the reply: the checkpoint carries the registry.
-            self._state_dirty = True
-            await self._pipeline_step()
-            return {"ok": True, **result}
+            assert self.expected is not None
+            # Durable before the reply: every chunk is its own transaction in the buffer.
+            result = await self.expected.announce(body)
+            return {"ok": True, "gateway": self.config.gateway.id, **result}
         if name == "replay":
             return {"ok": True, **(await self._replay(body))}
         if name == "profile-apply":
@@ -735,7 +768,12 @@ class Daemon:
                 snapshot = json.loads(state)
             except ValueError:
                 _log.error("pipeline_state_unreadable_starting_empty")
-        self.pipeline = Pipeline(_pipeline_plan(self.config, self.profiles), snapshot)
+        registry = ExpectedLink.new_slice()
+        self.pipeline = Pipeline(_pipeline_plan(self.config, self.profiles), snapshot, registry)
+        if self.expected is not None:
+            self.expected.attach(self.pipeline)
+            if await self.expected.import_legacy():
+                self._state_dirty = True  # the next checkpoint drops the registry from the state
         self._cursor = cursor
         self._checkpointed_cursor = cursor
         self._log_notices()

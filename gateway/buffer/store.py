@@ -310,14 +310,27 @@ class Buffer:
         state: bytes | None,
         render: Callable[[Movement, int], bytes],
         gaps_reported: Sequence[int] = (),
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[int]:
-        """In one transaction: add new movements (dedupe by id), save cursor and state; seqs."""
+        """In one transaction: add new movements (dedupe by id), save cursor and state; seqs.
+
+        `also(conn)` writes what belongs with these movements (the expected-returns updates).
+        """
         # `render` runs on the connection thread inside the transaction: it must be pure, and if
         # it raises nothing of this commit is kept.
         self._writable()
         return await self._call(
-            self._commit_sync, list(movements), cursor, state, render, list(gaps_reported)
+            self._commit_sync, list(movements), cursor, state, render, list(gaps_reported), also
         )
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `fn(conn)` in one write transaction on the connection thread (buffer modules)."""
+        self._writable()
+        return await self._call(self._in_transaction_sync, fn, False)
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `fn(conn)` in one read transaction on the connection thread (buffer modules)."""
+        return await self._call(self._in_transaction_sync, fn, True)
 
     async def pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
         """Undelivered rows with seq > `after_seq`, ascending, at most `limit`."""
@@ -424,6 +437,10 @@ class Buffer:
     def _select_sync(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         return self._raw.execute(sql, params).fetchall()
 
+    def _in_transaction_sync(self, fn: Callable[[sqlite3.Connection], _T], read: bool) -> _T:
+        with _transaction(self._raw, read=read):
+            return fn(self._raw)
+
     def _append_sync(self, events: list[RawEvent]) -> int | OutboxFull:
         conn = self._raw
         with _transaction(conn):
@@ -453,6 +470,7 @@ class Buffer:
         state: bytes | None,
         render: Callable[[Movement, int], bytes],
         gaps_reported: list[int],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[int]:
         conn = self._raw
         with _transaction(conn):
@@ -486,6 +504,8 @@ class Buffer:
                 conn.executemany(
                     "UPDATE gaps SET reported = 1 WHERE gap_id = ?", [(g,) for g in gaps_reported]
                 )
+            if also is not None:
+                also(conn)
             if counters.used_bytes > self._max_bytes:
                 # Movements are never refused; the journal rows they came from make way for them.
                 self._make_room(conn, counters, cursor, 0)

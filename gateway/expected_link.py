@@ -1,0 +1,116 @@
+"""The daemon's link between the pipeline's slice of expected returns and the buffer's registry.
+
+Part of the daemon's wiring (like app.py): before a pipeline step it loads the RMAs the step's
+events can touch, after the step it hands over what receipts changed, and it runs announcements
+and the expiry sweep in chunks under the pipeline lock, dropping the slice after each chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.buffer.expected import ExpectedStats, ExpectedStore, write_updates
+from gateway.domain.events import RawEvent
+from gateway.domain.expected import ExpectedReturns, Rma
+from gateway.domain.pipeline import Pipeline
+from gateway.logs import get_logger
+
+_log = get_logger("expected")
+
+# Above this many RMAs in memory the slice is dropped between steps (it is all on disk by then).
+SLICE_MAX_RMAS = 20_000
+SWEEP_EVERY_S = 60.0
+
+
+class ExpectedLink:
+    """Keeps `pipeline.expected` a consistent slice of the registry in the buffer."""
+
+    def __init__(self, store: ExpectedStore, lock: asyncio.Lock) -> None:
+        self.store = store
+        self._lock = lock
+        self._version: int | None = None
+        self._pipeline: Pipeline | None = None
+        self.open_rmas = 0
+
+    @staticmethod
+    def new_slice() -> ExpectedReturns:
+        """The registry object a daemon's pipeline is built with."""
+        return ExpectedReturns(track_updates=True)
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Serve this pipeline (after it was built or rebuilt from its checkpoint)."""
+        self._pipeline = pipeline
+        self._version = None
+
+    async def import_legacy(self) -> int:
+        """Move a registry found in an older pipeline snapshot into the buffer; how many RMAs."""
+        pipeline = self._pipeline
+        if pipeline is None or not pipeline.legacy_expected:
+            return 0
+        legacy = ExpectedReturns.restore(pipeline.legacy_expected)
+        rmas: list[Rma] = [legacy._rmas[name] for name in list(legacy._rmas)]  # noqa: SLF001 - one-time upgrade path
+        count = await self.store.import_rmas(rmas)
+        pipeline.legacy_expected = []
+        _log.info("expected_returns_moved_to_buffer", rmas=count)
+        return count
+
+    async def prefetch(self, events: Sequence[RawEvent]) -> None:
+        """Load what `events` and the open visits may match (the caller holds the lock)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        registry = pipeline.expected
+        if len(registry) > SLICE_MAX_RMAS:
+            self.forget()
+        keys = pipeline.lookup_keys(events)
+        missing = registry.missing(keys)
+        if not missing and not events:
+            return
+        fetched = await self.store.fetch(keys, missing, self._version)
+        if fetched.all_keys:
+            registry.forget()
+        registry.load(fetched.rmas, fetched.keys)
+        self._version = fetched.version
+
+    def updates_writer(self) -> Callable[[sqlite3.Connection], None] | None:
+        """What receipts changed since the last call, as a writer for the checkpoint."""
+        if self._pipeline is None:
+            return None
+        updates = self._pipeline.expected.take_updates()
+        if not updates:
+            return None
+        return functools.partial(write_updates, updates=updates)
+
+    def forget(self) -> None:
+        """Drop the slice: the registry changed under it."""
+        if self._pipeline is not None:
+            self._pipeline.expected.forget()
+        self._version = None
+
+    async def announce(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply an `expected-returns` command in chunks, scans going on between them."""
+        result = await self.store.announce(
+            command, guard=lambda: self._lock, after_chunk=self.forget
+        )
+        self.open_rmas = int(result.get("open", self.open_rmas))
+        return result
+
+    async def stats(self) -> ExpectedStats:
+        """The registry's counters."""
+        stats = await self.store.stats()
+        self.open_rmas = stats.open_rmas
+        return stats
+
+    async def sweep_loop(self, clock: Callable[[], float]) -> None:
+        """Close expired RMAs every SWEEP_EVERY_S, in bounded transactions."""
+        while True:
+            swept = await self.store.sweep_expired(
+                clock(), guard=lambda: self._lock, after_chunk=self.forget
+            )
+            if swept:
+                _log.info("expected_returns_expired", rmas=swept)
+            await asyncio.sleep(SWEEP_EVERY_S)
