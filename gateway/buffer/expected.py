@@ -88,6 +88,15 @@ class Fetched:
     all_keys: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """What one chunk of an announcement did."""
+
+    accepted: int
+    cancelled: int
+    refused: list[Refusal]
+
+
 class ExpectedStore:
     """The registry of expected returns in a buffer file; each method runs whole transactions."""
 
@@ -125,7 +134,7 @@ class ExpectedStore:
         gen: int | None = None
         if action == "replace":
             async with locked():
-                gen = await self._buffer.run_write(_begin_replace)
+                gen = await self.begin_replace()
         bodies = (
             [command]
             if single
@@ -137,9 +146,7 @@ class ExpectedStore:
         offset = 0
         for body in bodies:
             async with locked():
-                outcome = await self._buffer.run_write(
-                    functools.partial(_apply, body=body, offset=offset, replace_gen=gen)
-                )
+                outcome = await self.apply_chunk(body, offset, gen)
                 if after_chunk is not None:
                     after_chunk()
             refused += outcome.refused
@@ -147,15 +154,7 @@ class ExpectedStore:
             cancelled += outcome.cancelled
             offset += 1 if single else len(body["rmas"])
         if gen is not None:
-            while True:
-                async with locked():
-                    deleted = await self._buffer.run_write(
-                        lambda conn: _delete_older(conn, gen, DELETE_CHUNK_RMAS)
-                    )
-                    if after_chunk is not None:
-                        after_chunk()
-                if deleted < DELETE_CHUNK_RMAS:
-                    break
+            await self.finish_replace(gen, guard=guard, after_chunk=after_chunk)
         stats = await self.stats()
         result: dict[str, Any] = {"action": action, "open": stats.open_rmas}
         if action == "cancel":
@@ -164,6 +163,39 @@ class ExpectedStore:
             result["accepted"] = accepted
         result["refused"] = [r.as_dict() for r in refused]
         return result
+
+    async def begin_replace(self) -> int:
+        """Start a replace: the generation its chunks stamp on the RMAs they carry."""
+        return await self._buffer.run_write(_begin_replace)
+
+    async def apply_chunk(
+        self, body: dict[str, Any], offset: int, replace_gen: int | None = None
+    ) -> ChunkOutcome:
+        """One transaction: parse `body` entry by entry and store it (refusal indexes + offset)."""
+        return await self._buffer.run_write(
+            functools.partial(_apply, body=body, offset=offset, replace_gen=replace_gen)
+        )
+
+    async def finish_replace(
+        self,
+        gen: int,
+        *,
+        guard: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+        after_chunk: Callable[[], None] | None = None,
+    ) -> int:
+        """Delete, in bounded transactions, every RMA the replace of `gen` did not carry."""
+        locked = guard or _no_guard
+        total = 0
+        while True:
+            async with locked():
+                deleted = await self._buffer.run_write(
+                    lambda conn: _delete_older(conn, gen, DELETE_CHUNK_RMAS)
+                )
+                if after_chunk is not None:
+                    after_chunk()
+            total += deleted
+            if deleted < DELETE_CHUNK_RMAS:
+                return total
 
     async def sweep_expired(
         self,
@@ -265,13 +297,6 @@ def _add_to_line(conn: sqlite3.Connection, rma_id: int, line: int, added: int) -
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    accepted: int
-    cancelled: int
-    refused: list[Refusal]
-
-
 @dataclass(slots=True)
 class _Counters:
     rmas: int
@@ -331,13 +356,13 @@ def _begin_replace(conn: sqlite3.Connection) -> int:
 
 def _apply(
     conn: sqlite3.Connection, body: dict[str, Any], offset: int, replace_gen: int | None
-) -> _Outcome:
+) -> ChunkOutcome:
     """One chunk: parse (refusing entries one by one) and write, in the caller's transaction."""
     try:
         parsed = parse_command(body)
     except InputError as exc:
         # Only a single-RMA command gets here malformed; it is refused as a whole, at index 0.
-        return _Outcome(0, 0, [Refusal(offset, exc.reason)])
+        return ChunkOutcome(0, 0, [Refusal(offset, exc.reason)])
     refused = [Refusal(r.index + offset, r.reason, r.rma) for r in parsed.refused]
     counters = _Counters.load(conn)
     counters.version += 1
@@ -349,7 +374,7 @@ def _apply(
                 _delete(conn, counters, row)
                 cancelled += 1
         counters.save(conn)
-        return _Outcome(0, cancelled, refused)
+        return ChunkOutcome(0, cancelled, refused)
     gen = counters.gen if replace_gen is None else replace_gen
     if replace_gen is not None:
         # A refused entry of a replace must not cost the RMA already stored under its name.
@@ -370,7 +395,7 @@ def _apply(
         _upsert(conn, counters, rma, gen, keep_existing=True)
         accepted += 1
     counters.save(conn)
-    return _Outcome(accepted, 0, refused)
+    return ChunkOutcome(accepted, 0, refused)
 
 
 _SELECT_RMA = "SELECT id, completed, open_lines, size_b FROM expected_rmas WHERE rma = ?"
