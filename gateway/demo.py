@@ -32,6 +32,7 @@ from rich.table import Table
 from gateway.app import Daemon
 from gateway.config import Config, parse_config
 from gateway.domain.barcodes import gs1_check_digit
+from gateway.domain.epc import decode_epc
 from gateway.logs import configure_logging
 from gateway.readers.llrp.scenario import Fault, Scenario, returns_door_scenario
 from gateway.readers.llrp.simulator import LlrpSimulator
@@ -50,6 +51,9 @@ HANDHELDS = {
     "hh-recycle": "recycle-1",
 }
 SCANS_PER_S = 4.0
+# The demo's WMS announces most returns; one in ANNOUNCE_SKIP_EVERY arrives unannounced.
+ANNOUNCE_SKIP_EVERY = 5
+ANNOUNCED_SCRIPT_RMAS = 500
 KEYS_HELP = "keys: [b] stop/start the broker  [r] drop the reader's connection  [q] finish"
 
 
@@ -139,6 +143,7 @@ async def _demo(
         daemon = Daemon(config, install_signals=True)
         run_task = asyncio.create_task(daemon.run(), name="daemon")
         helpers = [
+            asyncio.create_task(_announce(daemon, sink, scenario, show), name="announce"),
             asyncio.create_task(_handhelds(scanner_port, show), name="handhelds"),
             asyncio.create_task(_keys(broker, simulator, show), name="keys"),
         ]
@@ -292,6 +297,46 @@ def _kpis(daemon: Daemon) -> dict[str, str]:
     return out
 
 
+def expected_returns(scenario: Scenario) -> list[dict[str, Any]]:
+    """What the demo's WMS announces: most tagged and scanned returns, not all of them."""
+    tags = [tag for tag in scenario.tags if tag.role == "item"]
+    rfid = [tag.epc_hex for index, tag in enumerate(tags, 1) if index % ANNOUNCE_SKIP_EVERY != 0]
+    rmas = [
+        {"rma": f"RMA-T{start // 4 + 1:05d}", "items": [{"epc": decode_epc(h).uri} for h in chunk]}
+        for start in range(0, len(rfid), 4)
+        if (chunk := rfid[start : start + 4])
+    ]
+    for rma in range(1, ANNOUNCED_SCRIPT_RMAS + 1):
+        if rma % ANNOUNCE_SKIP_EVERY == 0:
+            continue
+        items = [
+            {"gtin": gtin, "serial": serial}
+            for gtin, serial in (_script_item(n) for n in range(3 * rma - 2, 3 * rma + 1))
+        ]
+        rmas.append({"rma": f"RMA-{rma:06d}", "items": items})
+    return rmas
+
+
+async def _announce(daemon: Daemon, sink: WmsSink | None, scenario: Scenario, show: Show) -> None:
+    """Announce expected returns as a WMS would: over MQTT when there is a broker."""
+    command = {"action": "add", "rmas": expected_returns(scenario)}
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        if sink is None:
+            if daemon.expected is None:
+                continue
+            result = await daemon.expected.announce(command)
+        else:
+            try:
+                result = await sink.announce(
+                    daemon.config.gateway.site, daemon.config.gateway.id, command, timeout_s=3.0
+                )
+            except TimeoutError:
+                continue  # the daemon is not subscribed yet; an add sent twice is the same add
+        show.say(f"WMS announced {result.get('accepted', 0)} expected returns (most, not all)")
+        return
+
+
 async def _handhelds(port: int, show: Show) -> None:
     """Four handhelds: RMAs and untagged items at the door, then bench, restock and recycling."""
     await asyncio.sleep(1.0)
@@ -318,8 +363,8 @@ def _scan_script() -> Iterator[tuple[str, str]]:
         items = []
         for _ in range(3):
             n += 1
-            body = "0" + f"614141{n % 1000:06d}"[:12]
-            items.append(f"]C101{body}{gs1_check_digit(body)}21{n:06d}")
+            gtin, serial = _script_item(n)
+            items.append(f"]C101{gtin}21{serial}")
             yield "hh-door", items[-1]
         yield "hh-door", "RMA-CLOSE"
         disposition = ["RESTOCK", "REPAIR", "RECYCLE", "RESTOCK", "DISPOSE"][rma % 5]
@@ -333,6 +378,12 @@ def _scan_script() -> Iterator[tuple[str, str]]:
         else:
             for item in items:
                 yield "hh-recycle", item
+
+
+def _script_item(n: int) -> tuple[str, str]:
+    """GTIN and serial of the n-th item the door's handheld scans."""
+    body = "0" + f"614141{n % 1000:06d}"[:12]
+    return f"{body}{gs1_check_digit(body)}", f"{n:06d}"
 
 
 async def _keys(broker: Broker, simulator: LlrpSimulator, show: Show) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from gateway.buffer.expected import ANNOUNCE_CHUNK_RMAS, ExpectedStore
 from gateway.config import Config, load_config
 from gateway.errors import InputError
+from gateway.logs import configure_logging
 
 CSV_COLUMNS = ("rma", "customer", "epc", "gtin", "serial", "qty", "expires_at")
 
@@ -26,6 +28,9 @@ CSV_COLUMNS = ("rma", "customer", "epc", "gtin", "serial", "qty", "expires_at")
 def import_cli(csv_path: Path, config_path: Path, *, replace: bool) -> int:
     """Announce every RMA of a CSV (the `wms-sink --announce` header); 0 if none was refused."""
     config = load_config(config_path)
+    # Stdout carries the JSON result only; log lines (a migration, say) go to stderr.
+    configure_logging("auto", "WARNING", stream=sys.stderr)
+    config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(_import(csv_path, config, replace=replace))
     print(json.dumps(result))
     return 0 if not result["refused"] else 2
@@ -130,8 +135,7 @@ async def _write(
     refused: list[dict[str, Any]],
 ) -> int:
     outcome = await store.apply_chunk({"action": action, "rmas": chunk}, 0, gen)
-    for refusal in outcome.refused:
-        refused.append({**refusal.as_dict(), "line": lines[refusal.index]})
+    refused.extend({**r.as_dict(), "line": lines[r.index]} for r in outcome.refused)
     return outcome.accepted
 
 
