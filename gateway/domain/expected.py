@@ -418,9 +418,7 @@ def _parse_line(rma_id: str, item: object) -> ExpectedLine:
         item.get("qty", 1),
     )
     for name, value in (("epc", epc), ("gtin", gtin), ("serial", serial)):
-        if value is not None and (
-            not isinstance(value, str) or not value or len(value) > 128 or not _is_text(value)
-        ):
+        if value is not None and not _is_field(value):
             raise InputError(
                 "expected-returns", f"{rma_id}: item '{name}' must be a non-empty string"
             )
@@ -433,8 +431,15 @@ def _parse_line(rma_id: str, item: object) -> ExpectedLine:
     return ExpectedLine(epc=epc, gtin=gtin, serial=serial, qty=qty)
 
 
+def _is_field(value: object) -> bool:
+    """A non-empty string of at most 128 characters that encodes as UTF-8."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and _is_text(value)
+
+
 def _is_text(value: str) -> bool:
     """Encodable as UTF-8 (JSON lets lone surrogates through; movement messages must encode)."""
+    if value.isascii():
+        return True  # the common case, without building a bytes copy
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
