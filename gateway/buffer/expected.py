@@ -19,6 +19,7 @@ on another connection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -31,6 +32,7 @@ from gateway.domain.expected import (
     ExpectedLine,
     ExpectedUpdates,
     LookupKey,
+    ParsedCommand,
     Refusal,
     Rma,
     parse_command,
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
 
     from gateway.buffer.store import Buffer
 
-ANNOUNCE_CHUNK_RMAS = 1000
+ANNOUNCE_CHUNK_RMAS = 2000
+PARSE_SLICE_RMAS = 200
 DELETE_CHUNK_RMAS = 5000
 SWEEP_CHUNK_RMAS = 5000
 MAX_STORED_RMAS = 2_000_000
@@ -96,6 +99,7 @@ class ChunkOutcome:
     accepted: int
     cancelled: int
     refused: list[Refusal]
+    open_rmas: int = 0
 
 
 class ExpectedStore:
@@ -123,41 +127,46 @@ class ExpectedStore:
         called inside it, so a slice in memory is dropped before the next receipt reads it.
         InputError for a command malformed as a whole (nothing applied).
         """
-        entries = command.get("rmas")
-        single = not isinstance(entries, list)
-        # The command's shape first (raises, nothing applied); a single RMA is parsed whole.
-        parse_command(command if single else {**command, "rmas": []})
-        action = str(command.get("action", "add"))
-        refused: list[Refusal] = []
+        # Parsing costs more than writing: it runs before the chunks, outside the guard, in slices
+        # that let the loop serve scans in between (a worker thread would fight the loop for the
+        # GIL instead). A command malformed as a whole raises here and nothing is applied.
+        parsed = await _parse_in_slices(command)
+        action = parsed.action
+        refused: list[Refusal] = list(parsed.refused)
         accepted = 0
         cancelled = 0
         locked = guard or _no_guard
         gen: int | None = None
+        outcome: ChunkOutcome | None = None
         if action == "replace":
             async with locked():
                 gen = await self.begin_replace()
-        bodies = (
-            [command]
-            if single
-            else [
-                {"action": action, "rmas": chunk}
-                for chunk in _chunks(list(entries or []), ANNOUNCE_CHUNK_RMAS)
-            ]
-        )
-        offset = 0
-        for body in bodies:
+        items: list[Any] = parsed.cancel if action == "cancel" else parsed.rmas
+        for start, chunk in _chunks(items, ANNOUNCE_CHUNK_RMAS) if items else [(0, [])]:
+            part = ParsedCommand(
+                action,
+                [] if action == "cancel" else chunk,
+                chunk if action == "cancel" else [],
+                [],
+            )
             async with locked():
-                outcome = await self.apply_chunk(body, offset, gen)
+                outcome = await self._buffer.run_write(
+                    functools.partial(_write, parsed=part, offset=start, replace_gen=gen)
+                )
                 if after_chunk is not None:
                     after_chunk()
             refused += outcome.refused
             accepted += outcome.accepted
             cancelled += outcome.cancelled
-            offset += 1 if single else len(body["rmas"])
+        if gen is not None and parsed.refused:
+            # A refused entry of a replace must not cost the RMA already stored under its name.
+            names = [r.rma for r in parsed.refused if r.rma is not None]
+            await self._buffer.run_write(lambda conn: _keep(conn, names, gen))
         if gen is not None:
             await self.finish_replace(gen, guard=guard, after_chunk=after_chunk)
-        stats = await self.stats()
-        result: dict[str, Any] = {"action": action, "open": stats.open_rmas}
+            outcome = None
+        open_rmas = outcome.open_rmas if outcome is not None else (await self.stats()).open_rmas
+        result: dict[str, Any] = {"action": action, "open": open_rmas}
         if action == "cancel":
             result["cancelled"] = cancelled
         else:
@@ -342,9 +351,26 @@ async def _no_guard() -> AsyncIterator[None]:
     yield
 
 
-def _chunks(entries: list[Any], size: int) -> Iterable[list[Any]]:
+async def _parse_in_slices(command: dict[str, Any]) -> ParsedCommand:
+    entries = command.get("rmas")
+    if not isinstance(entries, list) or len(entries) <= PARSE_SLICE_RMAS:
+        return parse_command(command)
+    head = parse_command({**command, "rmas": []})  # the command's shape, once
+    rmas: list[Rma] = []
+    cancel: list[str] = []
+    refused: list[Refusal] = []
+    for start, part in _chunks(entries, PARSE_SLICE_RMAS):
+        await asyncio.sleep(0)
+        parsed = parse_command({**command, "rmas": part})
+        rmas += parsed.rmas
+        cancel += parsed.cancel
+        refused += [Refusal(r.index + start, r.reason, r.rma) for r in parsed.refused]
+    return ParsedCommand(head.action, rmas, cancel, refused)
+
+
+def _chunks(entries: list[Any], size: int) -> Iterable[tuple[int, list[Any]]]:
     for start in range(0, len(entries), size):
-        yield entries[start : start + size]
+        yield start, entries[start : start + size]
 
 
 def _begin_replace(conn: sqlite3.Connection) -> int:
@@ -364,7 +390,24 @@ def _apply(
     except InputError as exc:
         # Only a single-RMA command gets here malformed; it is refused as a whole, at index 0.
         return ChunkOutcome(0, 0, [Refusal(offset, exc.reason)])
+    outcome = _write(conn, parsed, offset, replace_gen)
+    if replace_gen is not None:
+        _keep(conn, [r.rma for r in parsed.refused if r.rma is not None], replace_gen)
     refused = [Refusal(r.index + offset, r.reason, r.rma) for r in parsed.refused]
+    return ChunkOutcome(
+        outcome.accepted, outcome.cancelled, refused + outcome.refused, outcome.open_rmas
+    )
+
+
+def _keep(conn: sqlite3.Connection, names: list[str], gen: int) -> None:
+    conn.executemany("UPDATE expected_rmas SET gen = ? WHERE rma = ?", [(gen, n) for n in names])
+
+
+def _write(
+    conn: sqlite3.Connection, parsed: ParsedCommand, offset: int, replace_gen: int | None
+) -> ChunkOutcome:
+    """Store parsed RMAs or cancel them, in the caller's transaction (refusals: store full)."""
+    refused: list[Refusal] = []
     counters = _Counters.load(conn)
     counters.version += 1
     if parsed.action == "cancel":
@@ -375,14 +418,8 @@ def _apply(
                 _delete(conn, counters, row)
                 cancelled += 1
         counters.save(conn)
-        return ChunkOutcome(0, cancelled, refused)
+        return ChunkOutcome(0, cancelled, refused, counters.open_rmas)
     gen = counters.gen if replace_gen is None else replace_gen
-    if replace_gen is not None:
-        # A refused entry of a replace must not cost the RMA already stored under its name.
-        conn.executemany(
-            "UPDATE expected_rmas SET gen = ? WHERE rma = ?",
-            [(gen, r.rma) for r in refused if r.rma is not None],
-        )
     accepted = _insert_new(conn, counters, parsed.rmas, gen)
     for index, rma in enumerate(parsed.rmas[accepted:], accepted):
         if (
@@ -396,7 +433,7 @@ def _apply(
         _upsert(conn, counters, rma, gen, keep_existing=True)
         accepted += 1
     counters.save(conn)
-    return ChunkOutcome(accepted, 0, refused)
+    return ChunkOutcome(accepted, 0, refused, counters.open_rmas)
 
 
 _SELECT_RMA = "SELECT id, completed, open_lines, size_b FROM expected_rmas WHERE rma = ?"
