@@ -70,7 +70,9 @@ class ExpectedLink:
         missing = registry.missing(keys)
         if not missing and not events:
             return
-        fetched = await self.store.fetch(keys, missing, self._version)
+        # Receipts of this step not yet written must not be dropped with the slice.
+        reload = not registry.has_updates()
+        fetched = await self.store.fetch(keys, missing, self._version, reload=reload)
         if fetched.all_keys:
             registry.forget()
         registry.load(fetched.rmas, fetched.keys)

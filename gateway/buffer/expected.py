@@ -109,10 +109,21 @@ class ExpectedStore:
         self._buffer = buffer
 
     async def fetch(
-        self, keys: set[LookupKey], missing: set[LookupKey], known_version: int | None
+        self,
+        keys: set[LookupKey],
+        missing: set[LookupKey],
+        known_version: int | None,
+        *,
+        reload: bool = True,
     ) -> Fetched:
-        """RMAs for `missing`, or for all `keys` if the registry changed since `known_version`."""
-        return await self._buffer.run_read(lambda conn: _fetch(conn, keys, missing, known_version))
+        """RMAs for `missing`, or for all `keys` if the registry changed since `known_version`.
+
+        With `reload=False` (the caller holds changes not yet written) only `missing` is read
+        and the version reported is `known_version`, so the reload happens on a later call.
+        """
+        return await self._buffer.run_read(
+            lambda conn: _fetch(conn, keys, missing, known_version, reload=reload)
+        )
 
     async def announce(
         self,
@@ -627,9 +638,13 @@ def _fetch(
     keys: set[LookupKey],
     missing: set[LookupKey],
     known_version: int | None,
+    *,
+    reload: bool,
 ) -> Fetched:
     version = int(conn.execute("SELECT version FROM expected_counters WHERE one = 1").fetchone()[0])
     all_keys = known_version != version
+    if all_keys and not reload and known_version is not None:
+        all_keys, version = False, known_version
     wanted = keys if all_keys else missing
     ids: set[int] = set()
     for key in wanted:

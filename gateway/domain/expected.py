@@ -130,6 +130,10 @@ class ExpectedReturns:
         self._loaded.clear()
         self._next_expiry_s = float("inf")
 
+    def has_updates(self) -> bool:
+        """Whether receipts changed something not yet taken by `take_updates`."""
+        return bool(self._updates)
+
     def take_updates(self) -> ExpectedUpdates:
         """What receipts changed since the last call (only with `track_updates`)."""
         updates, self._updates = self._updates, ExpectedUpdates()
