@@ -91,6 +91,8 @@ class Pipeline:
         # Registry entries found in a snapshot of an older version (before the buffer kept them).
         self.legacy_expected: list[dict[str, Any]] = []
         self._epc_keys: dict[str, list[LookupKey]] = {}
+        # Barcodes `lookup_keys` parsed for the batch about to be fed: parsed once, not twice.
+        self._parsed: dict[str, Barcode | ParseError] = {}
         self._notices: list[Notice] = []
         self._anchor: tuple[float, float] | None = None
         self._last_event_s: float | None = None
@@ -176,19 +178,17 @@ class Pipeline:
         receiving = {sid for sid, sp in self.plan.stations.items() if sp.kind == "receiving"}
         if not receiving:
             return keys
-        patterns = self.plan.patterns or DEFAULT_PATTERNS
+        self._parsed.clear()
         for event in events:
             if event.station not in receiving:
                 continue
             if isinstance(event, TagRead):
                 keys.update(self._keys_of_epc(event.epc_hex))
                 continue
-            try:
-                barcode = parse_barcode(event.data, patterns, rules=self.plan.rules)
-            except ParseError:
-                continue
-            if barcode.kind not in CONTROL_KINDS:
-                keys.update(lookup_keys(_item_from_barcode(barcode)))
+            parsed = self._parse(event.data)
+            self._parsed[event.data] = parsed
+            if isinstance(parsed, Barcode) and parsed.kind not in CONTROL_KINDS:
+                keys.update(lookup_keys(_item_from_barcode(parsed)))
         for sid in receiving:
             # Visits still open close in a later step, perhaps after the slice was dropped.
             for epc_hex in self._trackers[sid].pending_epcs():
@@ -243,18 +243,15 @@ class Pipeline:
             self._last_event_s = at_s
 
     def _scan(self, station: StationPlan, scan: BarcodeScan) -> list[Movement]:
-        try:
-            barcode = parse_barcode(
-                scan.data, self.plan.patterns or DEFAULT_PATTERNS, rules=self.plan.rules
-            )
-        except ParseError as exc:
+        barcode = self._parsed.get(scan.data) or self._parse(scan.data)
+        if isinstance(barcode, ParseError):
             self.counters["bad_scans"] += 1
             self._notice(
                 "scan_rejected",
                 station.id,
                 reader=scan.reader,
                 data=scan.data[:64],
-                reason=str(exc),
+                reason=str(barcode),
             )
             return []
         workflow = self._workflows[station.id]
@@ -431,6 +428,14 @@ class Pipeline:
                 )
             )
         return movements
+
+    def _parse(self, data: str) -> Barcode | ParseError:
+        try:
+            return parse_barcode(
+                data, self.plan.patterns or DEFAULT_PATTERNS, rules=self.plan.rules
+            )
+        except ParseError as exc:
+            return exc
 
     def _keys_of_epc(self, epc_hex: str) -> list[LookupKey]:
         keys = self._epc_keys.get(epc_hex)
