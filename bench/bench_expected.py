@@ -393,6 +393,8 @@ def main() -> int:
         for label, runs in results.items()
     }
     report = {
+        "load_average_1_5_15": os.getloadavg(),
+        "cpus": os.cpu_count(),
         "open_rmas": args.rmas,
         "build_s": round(build_s, 1),
         "buffer_file_mb": round(file_mb, 1),

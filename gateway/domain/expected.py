@@ -149,10 +149,10 @@ class ExpectedReturns:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         """Apply an `expected-returns` command (add, replace, cancel); return a result summary.
 
-        A malformed entry of `rmas` is refused (its index and reason are in the result) and the
-        rest applied; a malformed command as a whole raises InputError and changes nothing.
+        All or nothing: any malformed entry raises InputError and changes nothing (the daemon's
+        store, `gateway.buffer.expected`, refuses malformed entries one by one instead).
         """
-        checked = parse_command(command)
+        checked = parse_command(command, strict=True)
         action = checked.action
         if action == "cancel":
             return self._cancel(checked.cancel)
@@ -337,11 +337,12 @@ def lookup_keys(item: Item) -> list[LookupKey]:
     return keys
 
 
-def parse_command(command: dict[str, Any]) -> ParsedCommand:
+def parse_command(command: dict[str, Any], *, strict: bool = False) -> ParsedCommand:
     """Check a command; entries of `rmas` that are malformed are refused one by one.
 
     A single-RMA command (`"rma"` at the top) that is malformed raises InputError, as does a
-    command whose shape (action, keys, `rmas` not a list) is wrong.
+    command whose shape (action, keys, `rmas` not a list) is wrong, and, with `strict`, any
+    malformed entry.
     """
     action = _checked_action(command)
     entries = command.get("rmas")
@@ -357,12 +358,14 @@ def parse_command(command: dict[str, Any]) -> ParsedCommand:
             rma_id = entry.get("rma") if isinstance(entry, dict) else entry
             if isinstance(rma_id, str) and 0 < len(rma_id) <= 64 and _is_text(rma_id):
                 cancel.append(rma_id)
+            elif strict:
+                continue  # an in-memory cancel has always skipped what cannot be an RMA
             else:
                 refused.append(Refusal(index, "an RMA to cancel is a string of 1-64 characters"))
         return ParsedCommand(action, [], cancel, refused)
     rmas: list[Rma] = []
     for index, entry in enumerate(entries):
-        if single:
+        if single or strict:
             rmas.append(_parse_rma(entry))
             continue
         try:
