@@ -174,10 +174,11 @@ def round_scans(round_index: int, scans: int, announced: int) -> list[dict[str, 
     """The round's scans: `announced` items of the shared RMAs, then unannounced items."""
     per_round = announced // 2
     first = round_index * per_round
-    lines = []
-    for i in range(first, first + per_round):
-        for suffix in ("a", "b"):
-            lines.append(f"]C101{gtin(i)}21E{i:07d}{suffix}")
+    lines = [
+        f"]C101{gtin(i)}21E{i:07d}{suffix}"
+        for i in range(first, first + per_round)
+        for suffix in ("a", "b")
+    ]
     for k in range(scans - len(lines)):
         n = 5_000_000 + round_index * scans + k
         lines.append(f"]C101{gtin(n)}21U{n:08d}")
