@@ -562,7 +562,11 @@ class Daemon:
     async def _announce_loop(self) -> None:
         while True:
             message = await self._announcements.get()
-            await self._handle_command("expected-returns", message)
+            try:
+                await self._handle_command("expected-returns", message)
+            except GatewayError as exc:
+                # As for other commands: the buffer failed under this one; the next may succeed.
+                _log.warning("incoming_message_failed", topic=message.topic[:200], error=str(exc))
 
     async def _handle_command(self, name: str, message: IncomingMessage) -> None:
         try:
