@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.buffer.expected import ExpectedStats, ExpectedStore, write_updates
 from gateway.domain.events import RawEvent
-from gateway.domain.expected import ExpectedReturns, Rma
+from gateway.domain.expected import ExpectedReturns
 from gateway.domain.pipeline import Pipeline
 from gateway.logs import get_logger
 
@@ -52,8 +52,7 @@ class ExpectedLink:
         if pipeline is None or not pipeline.legacy_expected:
             return 0
         legacy = ExpectedReturns.restore(pipeline.legacy_expected)
-        rmas: list[Rma] = [legacy._rmas[name] for name in list(legacy._rmas)]  # noqa: SLF001 - one-time upgrade path
-        count = await self.store.import_rmas(rmas)
+        count = await self.store.import_rmas(legacy.rmas())
         pipeline.legacy_expected = []
         _log.info("expected_returns_moved_to_buffer", rmas=count)
         return count

@@ -142,6 +142,10 @@ class ExpectedReturns:
     def __len__(self) -> int:
         return len(self._rmas)
 
+    def rmas(self) -> list[Rma]:
+        """Every RMA held, in announcement order."""
+        return list(self._rmas.values())
+
     def open_count(self) -> int:
         """RMAs announced and not yet complete."""
         return sum(1 for rma in self._rmas.values() if not rma.completed)

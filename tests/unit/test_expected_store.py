@@ -14,7 +14,9 @@ from gateway.buffer.expected import ExpectedStore, write_updates
 from gateway.buffer.store import Buffer
 from gateway.domain.expected import ExpectedReturns, lookup_keys
 from gateway.domain.movements import Item
+from gateway.domain.pipeline import SNAPSHOT_VERSION, Pipeline, PipelinePlan
 from gateway.errors import InputError
+from gateway.expected_link import ExpectedLink
 
 BIG = 64 * 1024 * 1024
 EPC = "urn:epc:id:sgtin:0614141.812345.6789"
@@ -190,3 +192,31 @@ def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
     assert all_keys, "the announcement changed the version: a slice must reload everything"
     assert outcome == ("duplicate", False)
     assert (stats.open_rmas, stats.open_lines) == (0, 0)
+
+
+def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
+    tmp_path: Path,
+) -> None:
+    old = ExpectedReturns()
+    old.apply({"rmas": [{"rma": "R1", "items": [{"epc": EPC}, {"gtin": "1", "qty": 2}]}]})
+    match = old.match(Item(epc=EPC))
+    assert match is not None
+    old.receive(match, EPC, serialised=True)
+    snapshot = {"v": SNAPSHOT_VERSION, "last_event_s": None, "expected": old.snapshot()}
+
+    async def body(store: ExpectedStore, buffer: Buffer) -> tuple[Any, ...]:
+        pipeline = Pipeline(PipelinePlan(gateway="g", stations={}), snapshot)
+        link = ExpectedLink(store, asyncio.Lock())
+        link.attach(pipeline)
+        moved = await link.import_legacy()
+        again = await link.import_legacy()
+        keys = set(lookup_keys(Item(epc=EPC)))
+        fetched = await store.fetch(keys, keys, None)
+        return moved, again, await store.stats(), fetched.rmas, pipeline.snapshot()
+
+    moved, again, stats, rmas, new_snapshot = with_store(tmp_path / "b.sqlite3", body)
+    assert (moved, again) == (1, 0)
+    assert (stats.rmas, stats.lines, stats.open_lines) == (1, 2, 1)
+    assert rmas[0].line_counts == [1, 0]
+    assert rmas[0].received == {EPC: 1}
+    assert "expected" not in new_snapshot
