@@ -221,8 +221,10 @@ def run_round(
         while not sub.take("/movements") and time.time() - started < 60:
             time.sleep(0.005)
         first_movement_s = sub.take("/movements")[0][0] - started
+        startup_cpu_s = _cpu_ticks(proc.pid) / TICKS_PER_S
         _wait_idle(proc.pid)
         sub.clear()
+        cpu_before = _cpu_ticks(proc.pid)
         sock.sendall("".join(s["data"] + "\r\n" for s in scans).encode())
         receipts = 0
         deadline = time.time() + 180
@@ -232,6 +234,7 @@ def run_round(
             if receipts >= len(scans):
                 break
             time.sleep(0.05)
+        cpu_s = (_cpu_ticks(proc.pid) - cpu_before) / TICKS_PER_S
         rss = vm_hwm_mb(proc.pid)
         sock.close()
     finally:
@@ -243,7 +246,9 @@ def run_round(
         "receipts": receipts,
         "expected_receipts": expected,
         "startup_s": first_movement_s,
+        "startup_cpu_s": startup_cpu_s,
         "receipts_per_s": (len(times) - 1) / (times[-1] - times[0]),
+        "receipts_per_cpu_s": receipts / cpu_s,
         "peak_rss_mb": rss,
     }
 
@@ -259,6 +264,9 @@ def _wait_idle(pid: int, timeout_s: float = 90.0) -> None:
         if now - last < 0.05 * tick:
             return
         last = now
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -313,6 +321,7 @@ def announce_phase(work: Path, broker: int, batches: int) -> dict[str, Any]:
         scanner = threading.Thread(target=scan_meanwhile)
         scanner.start()
         scanning.wait()
+        cpu_before = _cpu_ticks(proc.pid)
         first = time.time()
         for payload in payloads:
             sub.publish(f"{BASE}/cmd/expected-returns", payload)
@@ -321,6 +330,7 @@ def announce_phase(work: Path, broker: int, batches: int) -> dict[str, Any]:
             time.sleep(0.02)
         replies = sub.take("/expected-returns")
         last = max(t for t, _ in replies)
+        cpu_s = (_cpu_ticks(proc.pid) - cpu_before) / TICKS_PER_S
         done.set()
         scanner.join()
         sock.close()
@@ -333,6 +343,7 @@ def announce_phase(work: Path, broker: int, batches: int) -> dict[str, Any]:
         "accepted": accepted,
         "seconds": last - first,
         "rmas_per_s": accepted / (last - first),
+        "rmas_per_daemon_cpu_s": accepted / cpu_s,
         "scan_latency_before_ms": before,
         "scan_latency_during_ms": during,
     }
@@ -397,11 +408,12 @@ def main() -> int:
     """Build, run the rounds and the announcement, print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rmas", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scans", type=int, default=10_000, help="scans per round")
     parser.add_argument("--batches", type=int, default=50, help="announcement batches of 2,000")
     args = parser.parse_args()
     configure_logging("auto", "WARNING")  # stdout is the JSON report only
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-expected-") as tmp:
         work = Path(tmp)
         build_s = asyncio.run(build(work / "big" / "buffer.sqlite3", args.rmas))
@@ -424,7 +436,8 @@ def main() -> int:
         for label, runs in results.items()
     }
     report = {
-        "load_average_1_5_15": os.getloadavg(),
+        "load_average_1_5_15_at_start": load_at_start,
+        "load_average_1_5_15_at_end": os.getloadavg(),
         "cpus": os.cpu_count(),
         "open_rmas": args.rmas,
         "build_s": round(build_s, 1),
@@ -432,6 +445,9 @@ def main() -> int:
         "rounds": results,
         "median": med,
         "ratio_receipts_per_s": med["big"]["receipts_per_s"] / med["small"]["receipts_per_s"],
+        "ratio_receipts_per_cpu_s": (
+            med["big"]["receipts_per_cpu_s"] / med["small"]["receipts_per_cpu_s"]
+        ),
         "announcing": announcing,
         "goals": GOALS,
     }
