@@ -188,7 +188,8 @@ async def forwarder_drain(
 ) -> tuple[float, dict[str, object]]:
     """Seconds the Forwarder takes to empty the outbox."""
     section = MqttSection(host="127.0.0.1", port=port, max_inflight=window, keepalive_s=30)
-    forwarder = Forwarder(outbox, section, TOPICS, client_id="bench-forwarder", health=dict)
+    settings = section.forwarder_settings("bench-forwarder")
+    forwarder = Forwarder(outbox, settings, TOPICS, health=dict)
     started = time.perf_counter()
     task = asyncio.create_task(forwarder.run())
     try:

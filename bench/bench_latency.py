@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.app import Daemon  # noqa: E402 - after the path fix for tests.support
 from gateway.config import parse_config  # noqa: E402
+from gateway.daemon import Daemon  # noqa: E402 - after the path fix for tests.support
 from gateway.domain.gs1_rules import gs1_check_digit  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.readers.llrp.scenario import returns_door_scenario  # noqa: E402

@@ -19,6 +19,7 @@ from gateway.buffer.store import Buffer
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.pipeline import Pipeline, PipelinePlan, StationPlan
 from gateway.errors import GatewayError
+from gateway.gs1 import BIIP_GS1
 from gateway.readers.framing import Scan, ScanFramer
 from gateway.readers.llrp.mapping import map_tag
 from gateway.readers.llrp.simulator import replay_frames
@@ -36,6 +37,7 @@ def rfid(frames: list[bytes]) -> dict[str, Any]:
         gateway="dock-3",
         stations={"door-3": StationPlan(id="door-3", kind="receiving")},
         zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
+        gs1=BIIP_GS1,
     )
     pipeline = Pipeline(plan)
     movements = 0
@@ -99,7 +101,7 @@ def scans(count: int) -> dict[str, Any]:
         sid: StationPlan(id=sid, kind=kind)  # type: ignore[arg-type]
         for sid, kind in (("door-3", "receiving"), ("bench-1", "inspection"), ("put-1", "restock"))
     }
-    pipeline = Pipeline(PipelinePlan(gateway="dock-3", stations=stations))
+    pipeline = Pipeline(PipelinePlan(gateway="dock-3", stations=stations, gs1=BIIP_GS1))
     names = list(stations)
     made = 0
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import biip
 from gateway.domain.barcodes import parse_barcode
 from gateway.domain.gs1_rules import gs1_check_digit
 from gateway.errors import ParseError
+from gateway.gs1 import BIIP_GS1
 
 GS = "\x1d"
 
@@ -76,7 +77,7 @@ def _rate(fn: Callable[[str], object], scans: list[str]) -> float:
 
 def _ours(scan: str) -> object:
     try:
-        return parse_barcode(scan)
+        return parse_barcode(scan, gs1=BIIP_GS1)
     except ParseError as exc:
         return exc
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         ours.append(_rate(_ours, scans))
         bare_gs1.append(_rate(biip.parse, gs1))
         ours_gs1.append(_rate(_ours, gs1))
-    kinds = Counter(parse_barcode(scan).kind for scan in scans)
+    kinds = Counter(parse_barcode(scan, gs1=BIIP_GS1).kind for scan in scans)
     ratio = max(ours) / max(bare)
     print(
         json.dumps(
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _accepted(scan: str) -> bool:
     try:
-        parse_barcode(scan)
+        parse_barcode(scan, gs1=BIIP_GS1)
     except ParseError:
         return False
     return True

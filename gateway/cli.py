@@ -163,8 +163,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gateway.app import Daemon  # noqa: PLC0415 - keep `decode` and `check-config` light
     from gateway.config import load_config  # noqa: PLC0415
+    from gateway.daemon import Daemon  # noqa: PLC0415 - keep `decode` and `check-config` light
     from gateway.logs import configure_logging  # noqa: PLC0415
 
     config = load_config(args.config)
@@ -233,8 +233,11 @@ def _cmd_decode_epc(args: argparse.Namespace) -> int:
 
 def _cmd_decode_barcode(args: argparse.Namespace) -> int:
     from gateway.domain.barcodes import describe_barcode  # noqa: PLC0415
+    from gateway.gs1 import BIIP_GS1  # noqa: PLC0415
 
-    return _decode_lines(_inputs(args.inputs, gs=True), describe_barcode)
+    return _decode_lines(
+        _inputs(args.inputs, gs=True), lambda text: describe_barcode(text, gs1=BIIP_GS1)
+    )
 
 
 def _cmd_simulate_reader(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigError
+from gateway.domain.gs1_rules import BUILTIN_RULES, RuleTable, parse_syntax_dictionary
+from gateway.errors import ConfigError, ParseError
+from gateway.sync.settings import ForwarderSettings, LinkSettings, TlsSettings
 
 
 class _Model(BaseModel):
@@ -66,6 +68,37 @@ class MqttSection(_Model):
         if self.password_env is None:
             return None
         return os.environ.get(self.password_env)
+
+    def forwarder_settings(self, client_id: str) -> ForwarderSettings:
+        """Plain settings for `gateway.sync` (the password is read from the environment now)."""
+        tls = None
+        if self.tls is not None:
+            tls = TlsSettings(
+                ca_file=self.tls.ca_file,
+                cert_file=self.tls.cert_file,
+                key_file=self.tls.key_file,
+                insecure_skip_verify=self.tls.insecure_skip_verify,
+            )
+        link = LinkSettings(
+            host=self.host,
+            port=self.port,
+            client_id=client_id,
+            keepalive_s=self.keepalive_s,
+            username=self.username,
+            password=self.password(),
+            tls=tls,
+            connect_timeout_s=max(5.0, float(self.keepalive_s)),
+        )
+        return ForwarderSettings(
+            link=link,
+            delivery=self.delivery,
+            max_inflight=self.max_inflight,
+            ack_timeout_s=self.ack_timeout_s,
+            stall_timeout_s=self.stall_timeout_s,
+            reconnect_min_s=self.reconnect_min_s,
+            reconnect_max_s=self.reconnect_max_s,
+            status_interval_s=self.status_interval_s,
+        )
 
 
 class BufferSection(_Model):
@@ -312,6 +345,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
     if base_dir is None:
         return config
     return _resolve_paths(config, base_dir)
+
+
+def load_gs1_rules(dictionary: Path | None) -> RuleTable:
+    """The GS1 rules: the site's syntax dictionary file (`patterns.gs1_dictionary`) or built in."""
+    if dictionary is None:
+        return BUILTIN_RULES
+    try:
+        text = dictionary.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParseError("syntax dictionary", f"{dictionary}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ParseError("syntax dictionary", f"{dictionary}: not UTF-8 text") from exc
+    return parse_syntax_dictionary(text)
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

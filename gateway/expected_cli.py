@@ -87,12 +87,12 @@ def read_rmas(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 async def _import(path: Path, config: Config, *, replace: bool) -> dict[str, Any]:
-    from gateway.app import state_path  # noqa: PLC0415 - the daemon stack loads only here
+    from gateway.buffer.keys import buffer_path  # noqa: PLC0415 - the buffer loads only here
     from gateway.buffer.store import Buffer  # noqa: PLC0415
 
     started = time.monotonic()
     buffer = await Buffer.open(
-        state_path(config),
+        buffer_path(config.gateway.state_dir),
         max_bytes=config.buffer.max_bytes,
         synchronous=config.buffer.synchronous,
     )

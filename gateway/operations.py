@@ -42,7 +42,7 @@ def apply_profile_cli(
 
 def profile_history_cli(config_path: Path, reader: str | None) -> int:
     """Print every recorded profile change (optionally of one reader), oldest first."""
-    from gateway.app import PROFILE_HISTORY_KEY  # noqa: PLC0415 - the daemon stack loads only here
+    from gateway.buffer.keys import PROFILE_HISTORY_KEY  # noqa: PLC0415 - the buffer loads only here
 
     config = load_config(config_path)
 
@@ -61,11 +61,11 @@ def profile_history_cli(config_path: Path, reader: str | None) -> int:
 @contextlib.asynccontextmanager
 async def read_only_buffer(config: Config) -> AsyncIterator[Buffer]:
     """The daemon's buffer, opened read-only (safe beside a running daemon)."""
-    from gateway.app import state_path  # noqa: PLC0415
+    from gateway.buffer.keys import buffer_path  # noqa: PLC0415
     from gateway.buffer.store import Buffer  # noqa: PLC0415
 
     buffer = await Buffer.open(
-        state_path(config), max_bytes=config.buffer.max_bytes, read_only=True
+        buffer_path(config.gateway.state_dir), max_bytes=config.buffer.max_bytes, read_only=True
     )
     try:
         yield buffer

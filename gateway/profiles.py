@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.config import Config, LlrpReader
 from gateway.errors import ConfigError
+from gateway.readers.llrp.settings import LlrpSettings
 
 ModelFamily = Literal["impinj-r700", "impinj-speedway", "zebra-fx9600", "generic-llrp"]
 SearchMode = Literal["reader-selected", "single-target", "dual-target", "single-target-suppressed"]
@@ -237,6 +239,48 @@ def profile_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "dock-gateway reader profile"
     return schema
+
+
+def load_reader_profiles(config: Config) -> dict[str, Profile]:
+    """The profile of every LLRP reader, validated; ConfigError names the reader and the field."""
+    directory = config.profiles.dir or DEFAULT_PROFILE_DIR
+    profiles: dict[str, Profile] = {}
+    for index, reader in enumerate(config.readers):
+        if not isinstance(reader, LlrpReader):
+            continue
+        path = directory / f"{reader.profile}.toml"
+        if not path.exists():
+            raise ConfigError(
+                f"readers.{index}.profile", f"no profile {reader.profile!r} in {directory}"
+            )
+        profiles[reader.id] = load_profile(path)
+    return profiles
+
+
+def llrp_settings(profile: Profile, reader: LlrpReader) -> LlrpSettings:
+    """What the LLRP driver sends, from a technician's profile."""
+    antennas = tuple(a.port for a in profile.antennas if a.enabled)
+    impinj = profile.model.startswith("impinj")
+    return LlrpSettings(
+        antennas=antennas,
+        power_dbm_by_antenna=tuple((a.port, a.power_dbm) for a in profile.antennas if a.enabled),
+        mode_identifier=profile.reader.reader_mode,
+        session=profile.reader.session,
+        tag_population=profile.reader.tag_population,
+        search_mode=_SEARCH_MODES[profile.reader.search_mode] if impinj else None,
+        report_every_n_tags=profile.reader.report_every_n_tags,
+        keepalive_s=profile.reader.keepalive_s,
+        max_clock_skew_s=reader.clock_drift_max_s,
+        tag_filter_masks=tuple(profile.filters.epc_prefixes),
+    )
+
+
+_SEARCH_MODES = {
+    "reader-selected": 0,
+    "single-target": 1,
+    "dual-target": 2,
+    "single-target-suppressed": 3,
+}
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import secrets
 import sqlite3
 import time
 import uuid
@@ -34,11 +35,11 @@ from gateway.runtime.backoff import Backoff
 from gateway.sync.mqtt import (
     Disconnected,
     LinkEvent,
-    LinkSettings,
     Message,
     MqttLink,
     PublishProperties,
 )
+from gateway.sync.settings import LinkSettings
 
 _log = get_logger("wms_sink")
 
@@ -186,7 +187,8 @@ class WmsSink:
         if signed is not None:
             from gateway.domain.signing import sign_command  # noqa: PLC0415
 
-            body = sign_command("expected-returns", body, signed, time.time())
+            nonce = secrets.token_hex(12)
+            body = sign_command("expected-returns", body, signed, time.time(), nonce)
         return await self.command(site, gateway, "expected-returns", body, timeout_s=timeout_s)
 
     async def command(

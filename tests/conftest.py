@@ -1,8 +1,7 @@
-"""Shared fixtures: a real mosquitto per test, the conformance folder, leak checks."""
+"""Shared fixtures: a real mosquitto per test, the conformance folder, the thread-leak check."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,9 +46,3 @@ def _no_leaked_threads() -> Iterator[None]:
             return
         threading.Event().wait(0.1)
     pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
-
-
-def run_async(coro: object) -> object:
-    """Run a coroutine in a fresh loop and fail if it leaves tasks behind."""
-    assert asyncio.iscoroutine(coro)
-    return asyncio.run(coro)

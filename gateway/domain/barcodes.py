@@ -1,15 +1,16 @@
-"""Barcode scans to domain values: GS1 data via biip plus a strictness layer, and site patterns."""
+"""Barcode scans to domain values: GS1 data via a `Gs1Syntax` plus a strictness layer, and patterns.
+
+The GS1 element-string and Digital Link grammar comes from outside (`gateway.gs1`, which wraps
+biip), so this module stays pure; the rule table here is the judge of every value it returns.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from datetime import date
+from typing import Literal, Protocol
 from urllib.parse import unquote_plus
-
-from biip import ParseError as BiipParseError
-from biip.gs1_digital_link_uris import GS1DigitalLinkURI
-from biip.gs1_element_strings import GS1ElementString
 
 from gateway.domain.gs1_rules import (
     BUILTIN_RULES,
@@ -23,6 +24,8 @@ __all__ = [
     "DEFAULT_PATTERNS",
     "Barcode",
     "BarcodeKind",
+    "Gs1Element",
+    "Gs1Syntax",
     "Patterns",
     "describe_barcode",
     "gs1_check_digit",
@@ -70,6 +73,27 @@ DEFAULT_PATTERNS = Patterns.compile()
 
 
 @dataclass(frozen=True, slots=True)
+class Gs1Element:
+    """One GS1 element string: its AI, its value, and the date the value holds (AIs 11-17)."""
+
+    ai: str
+    value: str
+    date: date | None = None
+
+
+class Gs1Syntax(Protocol):
+    """The GS1 grammar: reads element strings and Digital Link URIs; raises ParseError (why)."""
+
+    def element_at(self, data: str) -> Gs1Element:
+        """The element string at the start of `data` (GS-separated data may follow)."""
+        ...
+
+    def digital_link(self, uri: str) -> tuple[Gs1Element, ...]:
+        """The element strings a GS1 Digital Link URI carries, path first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Barcode:
     """One decoded scan: what kind of thing it names and the identifiers it carries."""
 
@@ -94,6 +118,7 @@ def parse_barcode(
     data: str,
     patterns: Patterns = DEFAULT_PATTERNS,
     *,
+    gs1: Gs1Syntax,
     rules: RuleTable = BUILTIN_RULES,
     permit_zero_suppressed_gtin: bool = False,
 ) -> Barcode:
@@ -106,23 +131,26 @@ def parse_barcode(
         if len(symbology) < 3 or not _SYMBOLOGY.fullmatch(symbology):
             raise ParseError("barcode", f"unsupported symbology identifier {symbology!r}")
         if symbology in _GS1_AI_SYMBOLOGIES:
-            return _from_gs1_data(raw, symbology, payload, rules)
+            return _from_gs1_data(raw, symbology, payload, gs1, rules)
         if symbology in _EAN_LENGTHS:
             return _from_ean(raw, symbology, payload)
-        return _from_plain(raw, symbology, payload, patterns, rules, permit_zero_suppressed_gtin)
-    return _from_plain(raw, None, data, patterns, rules, permit_zero_suppressed_gtin)
+        return _from_plain(
+            raw, symbology, payload, patterns, gs1, rules, permit_zero_suppressed_gtin
+        )
+    return _from_plain(raw, None, data, patterns, gs1, rules, permit_zero_suppressed_gtin)
 
 
 def describe_barcode(
     data: str,
     patterns: Patterns = DEFAULT_PATTERNS,
     *,
+    gs1: Gs1Syntax,
     permit_zero_suppressed_gtin: bool = False,
 ) -> dict[str, object]:
     """The JSON object `gateway decode barcode` prints for one input; never raises."""
     try:
         barcode = parse_barcode(
-            data, patterns, permit_zero_suppressed_gtin=permit_zero_suppressed_gtin
+            data, patterns, gs1=gs1, permit_zero_suppressed_gtin=permit_zero_suppressed_gtin
         )
     except ParseError as exc:
         return {"input": data, "valid": False, "error": exc.reason}
@@ -180,11 +208,12 @@ def _from_plain(
     symbology: str | None,
     payload: str,
     patterns: Patterns,
+    gs1: Gs1Syntax,
     rules: RuleTable,
     permit_zero_suppressed_gtin: bool,
 ) -> Barcode:
     if payload.startswith(("https://", "http://")):
-        return _from_digital_link(raw, symbology, payload, rules, permit_zero_suppressed_gtin)
+        return _from_digital_link(raw, symbology, payload, gs1, rules, permit_zero_suppressed_gtin)
     for kind, name in _PATTERN_ORDER:
         match = getattr(patterns, name).fullmatch(payload)
         if match is not None:
@@ -198,7 +227,7 @@ def _from_plain(
                 pattern=kind,
             )
     if symbology is None and payload.startswith("("):
-        return _from_bracketed(raw, payload, rules)
+        return _from_bracketed(raw, payload, gs1, rules)
     if payload.isascii() and payload.isdigit():
         # Scanners without AIM identifiers send EAN/UPC/ITF-14 and SSCC labels as bare digits.
         if len(payload) in _GTIN_LENGTHS:
@@ -225,7 +254,7 @@ def _from_plain(
 _BRACKETED = re.compile(r"\((\d{2,4})\)([^(]*)")
 
 
-def _from_bracketed(raw: str, text: str, rules: RuleTable) -> Barcode:
+def _from_bracketed(raw: str, text: str, gs1: Gs1Syntax, rules: RuleTable) -> Barcode:
     pairs: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
@@ -244,29 +273,35 @@ def _from_bracketed(raw: str, text: str, rules: RuleTable) -> Barcode:
         data += ai + value
         if index < len(pairs) - 1 and not rules.rule(ai).predefined_length:
             data += GS
-    return _from_gs1_data(raw, None, data, rules, value_text=text)
+    return _from_gs1_data(raw, None, data, gs1, rules, value_text=text)
 
 
 def _from_gs1_data(
-    raw: str, symbology: str | None, data: str, rules: RuleTable, *, value_text: str | None = None
+    raw: str,
+    symbology: str | None,
+    data: str,
+    gs1: Gs1Syntax,
+    rules: RuleTable,
+    *,
+    value_text: str | None = None,
 ) -> Barcode:
     if not data:
         raise ParseError("barcode", "the AI data is empty")
     if "^" in data:
         raise ParseError("barcode", "scan data contains the illegal character '^'")
-    elements: list[GS1ElementString] = []
+    elements: list[Gs1Element] = []
     pos = 0
     end = len(data)
     while pos < end:
         rule = rules.ai_at(data, pos)
         try:
-            element = GS1ElementString.extract(data[pos:])
-        except BiipParseError as exc:
-            # biip has no rule for it or its own pattern refuses the value: explain with ours
+            element = gs1.element_at(data[pos:])
+        except ParseError as exc:
+            # the grammar has no rule for it or its own pattern refuses the value: explain with ours
             value = _field(data, pos + len(rule.ai), rule.fixed_length)
             rules.check_value(rule.ai, value)
-            raise ParseError("barcode", f"AI ({rule.ai}): {exc}") from exc
-        ai = element.ai.ai
+            raise ParseError("barcode", f"AI ({rule.ai}): {exc.reason}") from exc
+        ai = element.ai
         if ai != rule.ai:
             raise ParseError("barcode", f"AI ({rule.ai}) is read by biip as AI ({ai})")
         pos += len(ai) + len(element.value)
@@ -294,6 +329,7 @@ def _from_digital_link(
     raw: str,
     symbology: str | None,
     uri: str,
+    gs1: Gs1Syntax,
     rules: RuleTable,
     permit_zero_suppressed_gtin: bool,
 ) -> Barcode:
@@ -311,11 +347,7 @@ def _from_digital_link(
     if len(seen) != len(path_ais):
         raise ParseError("barcode", "an AI is duplicated in the Digital Link path")
     _check_query(query, primary, seen, rules)
-    try:
-        link = GS1DigitalLinkURI.parse(uri)
-    except (BiipParseError, ValueError) as exc:  # urlsplit raises ValueError on a bad host
-        raise ParseError("barcode", f"Digital Link: {exc}") from exc
-    elements = list(link.element_strings)
+    elements = list(gs1.digital_link(uri))
     return _gs1_barcode(raw, symbology, uri, elements, rules)
 
 
@@ -351,10 +383,10 @@ def _gs1_barcode(
     raw: str,
     symbology: str | None,
     value: str,
-    elements: list[GS1ElementString],
+    elements: list[Gs1Element],
     rules: RuleTable,
 ) -> Barcode:
-    ais = tuple((element.ai.ai, element.value) for element in elements)
+    ais = tuple((element.ai, element.value) for element in elements)
     found: dict[str, str] = {}
     for ai, ai_value in ais:
         rules.check_value(ai, ai_value)
@@ -362,7 +394,7 @@ def _gs1_barcode(
         if previous != ai_value:
             raise ParseError("barcode", f"AI ({ai}) appears twice with different values")
     rules.check_associations(found)
-    expiry = next((e.date for e in elements if e.ai.ai == "17"), None)
+    expiry = next((e.date for e in elements if e.ai == "17"), None)
     kind: BarcodeKind = "unknown"
     if "00" in found:
         kind = "container"

@@ -2,8 +2,9 @@
 
 The built-in table transcribes the GS1 General Specifications AI table as published in GS1's
 machine-readable Barcode Syntax Dictionary (Copyright GS1 AISBL, BWIPP, Zint; Apache-2.0).
-`load_syntax_dictionary` reads a newer dictionary file so a site can update the rules without a
-release; tests prove the built-in table agrees with the reference dictionary AI by AI.
+`parse_syntax_dictionary` reads a newer dictionary's text (config loading reads the file) so a
+site can update the rules without a release; tests prove the built-in table agrees with the
+reference dictionary AI by AI.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from gateway.errors import ParseError
 
@@ -184,15 +184,6 @@ def parse_syntax_dictionary(text: str) -> RuleTable:
         except ValueError as exc:
             raise ParseError("syntax dictionary", f"line {number}: {exc}") from exc
     return RuleTable(rules)
-
-
-def load_syntax_dictionary(path: Path | str) -> RuleTable:
-    """Read a GS1 Barcode Syntax Dictionary file into a RuleTable; raises ParseError if bad."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ParseError("syntax dictionary", f"{path}: {exc.strerror}") from exc
-    return parse_syntax_dictionary(text)
 
 
 def gs1_check_digit(payload: str) -> int:

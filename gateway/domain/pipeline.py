@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.domain.barcodes import DEFAULT_PATTERNS, Barcode, Patterns, parse_barcode
+from gateway.domain.barcodes import DEFAULT_PATTERNS, Barcode, Gs1Syntax, Patterns, parse_barcode
 from gateway.domain.epc import decode_epc, raw_uri
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.expected import ExpectedReturns, LookupKey, lookup_keys
@@ -57,10 +57,11 @@ class StationPlan:
 
 @dataclass(frozen=True, slots=True)
 class PipelinePlan:
-    """Everything the pipeline is configured with."""
+    """Everything the pipeline is configured with, and the GS1 grammar its scans are read with."""
 
     gateway: str
     stations: Mapping[str, StationPlan]
+    gs1: Gs1Syntax
     zones: Mapping[str, Mapping[str, Sequence[int]]] = field(default_factory=dict)
     patterns: Patterns | None = None
     rules: RuleTable = BUILTIN_RULES
@@ -432,7 +433,10 @@ class Pipeline:
     def _parse(self, data: str) -> Barcode | ParseError:
         try:
             return parse_barcode(
-                data, self.plan.patterns or DEFAULT_PATTERNS, rules=self.plan.rules
+                data,
+                self.plan.patterns or DEFAULT_PATTERNS,
+                gs1=self.plan.gs1,
+                rules=self.plan.rules,
             )
         except ParseError as exc:
             return exc

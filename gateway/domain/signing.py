@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 from collections import OrderedDict
 
 from gateway.errors import InputError
@@ -40,12 +39,9 @@ class NonceCache:
         return True
 
 
-def sign_command(
-    name: str, body: bytes | str, key: bytes, ts_s: float, nonce: str | None = None
-) -> bytes:
-    """The signed envelope for a command body (for WMS clients, the sink and tests)."""
+def sign_command(name: str, body: bytes | str, key: bytes, ts_s: float, nonce: str) -> bytes:
+    """The signed envelope for a command body; the caller draws the nonce (unique, 8-64 chars)."""
     text = body.decode() if isinstance(body, bytes) else body
-    nonce = nonce or secrets.token_hex(12)
     ts = int(ts_s)
     sig = hmac.new(key, _signed_bytes(name, ts, nonce, text), hashlib.sha256).hexdigest()
     return json.dumps({"body": text, "ts": ts, "nonce": nonce, "sig": sig}).encode()

@@ -16,8 +16,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Self
 
 import paho.mqtt.client as paho
@@ -26,80 +25,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.config import MqttSection
 from gateway.errors import BrokerRefused, BrokerUnavailable
 from gateway.logs import get_logger
+from gateway.sync.settings import LinkSettings, TlsSettings
 
 _log = get_logger("mqtt")
 
 DEFAULT_RECEIVE_MAXIMUM = 65535
 MISC_INTERVAL_S = 1.0
 TLS_DRAIN_READS = 1000
-SESSION_EXPIRY_S = 3600
-MAX_PACKET_BYTES = 8 * 1024 * 1024
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """TLS to the broker; the CA and hostname are verified unless `insecure_skip_verify`."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    """The Last Will the broker publishes when the link dies without a DISCONNECT."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """Everything one connection needs; the password is never shown in repr or logs."""
-
-    host: str
-    port: int
-    client_id: str
-    keepalive_s: int = 30
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsSettings | None = None
-    will: Will | None = None
-    connect_timeout_s: float = 10.0
-    session_expiry_s: int = SESSION_EXPIRY_S
-    max_packet_bytes: int = MAX_PACKET_BYTES
-
-    @classmethod
-    def from_config(cls, section: MqttSection, client_id: str, will: Will | None) -> LinkSettings:
-        """Settings from the `[mqtt]` section (password read from its environment variable)."""
-        tls = None
-        if section.tls is not None:
-            tls = TlsSettings(
-                ca_file=section.tls.ca_file,
-                cert_file=section.tls.cert_file,
-                key_file=section.tls.key_file,
-                insecure_skip_verify=section.tls.insecure_skip_verify,
-            )
-        return cls(
-            host=section.host,
-            port=section.port,
-            client_id=client_id,
-            keepalive_s=section.keepalive_s,
-            username=section.username,
-            password=section.password(),
-            tls=tls,
-            will=will,
-            connect_timeout_s=max(5.0, float(section.keepalive_s)),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +118,18 @@ class MqttLink:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._connack = loop.create_future()
-        client = self._client = self._make_client()
         settings = self.settings
-        pending = loop.run_in_executor(None, self._blocking_connect, client)
+        client = self._client = _new_client(settings, self._paho_errors.logger)
+        client.on_connect = self._paho_connect
+        client.on_disconnect = self._paho_disconnect
+        client.on_publish = self._paho_publish
+        client.on_message = self._paho_message
+        client.on_subscribe = self._paho_subscribe
+        client.on_socket_open = self._paho_socket_open
+        client.on_socket_close = lambda *_: self._on_loop(self._unwatch)
+        client.on_socket_register_write = self._paho_register_write
+        client.on_socket_unregister_write = self._paho_unregister_write
+        pending = loop.run_in_executor(None, _blocking_connect, client, settings)
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
                 await asyncio.shield(pending)
@@ -279,66 +225,6 @@ class MqttLink:
 
     # -- paho set-up -------------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
-        settings = self.settings
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=paho.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        client.connect_timeout = settings.connect_timeout_s
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            try:
-                context = _ssl_context(settings.tls)
-            except OSError as exc:  # ssl.SSLError is an OSError
-                raise BrokerRefused(f"TLS files unusable: {exc}") from exc
-            client.tls_set_context(context)
-            if settings.tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
-        if settings.will is not None:
-            will = settings.will
-            client.will_set(will.topic, will.payload, will.qos, will.retain)
-        client.enable_logger(self._paho_errors.logger)
-        client.on_connect = self._paho_connect
-        client.on_disconnect = self._paho_disconnect
-        client.on_publish = self._paho_publish
-        client.on_message = self._paho_message
-        client.on_subscribe = self._paho_subscribe
-        client.on_socket_open = self._paho_socket_open
-        client.on_socket_close = self._paho_socket_close
-        client.on_socket_register_write = self._paho_register_write
-        client.on_socket_unregister_write = self._paho_unregister_write
-        return client
-
-    def _blocking_connect(self, client: paho.Client) -> None:
-        """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
-        settings = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry_s
-        properties.MaximumPacketSize = settings.max_packet_bytes
-        try:
-            client.connect(
-                settings.host,
-                settings.port,
-                keepalive=settings.keepalive_s,
-                clean_start=False,
-                properties=properties,
-            )
-        except ssl.SSLCertVerificationError as exc:
-            raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(f"TLS handshake failed: {exc.reason}") from exc
-        except (OSError, ValueError) as exc:
-            raise BrokerUnavailable(
-                f"cannot connect to {settings.host}:{settings.port}: {exc}"
-            ) from exc
-
     # -- socket plumbing (paho calls these on the loop, or from the executor during connect) --
 
     def _on_loop(self, func: Callable[[], None]) -> None:
@@ -362,9 +248,6 @@ class MqttLink:
             self._misc = self._loop.call_later(MISC_INTERVAL_S, self._misc_tick)
 
         self._on_loop(watch)
-
-    def _paho_socket_close(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
-        self._on_loop(self._unwatch)
 
     def _paho_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         def want_write() -> None:
@@ -559,6 +442,58 @@ def _properties(props: PublishProperties) -> Properties:
     if props.user_properties:
         out.UserProperty = list(props.user_properties)
     return out
+
+
+def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> paho.Client:
+    """A paho client for these settings that never retries, queues or re-sends on its own."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=paho.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    client.connect_timeout = settings.connect_timeout_s
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls is not None:
+        try:
+            context = _ssl_context(settings.tls)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise BrokerRefused(f"TLS files unusable: {exc}") from exc
+        client.tls_set_context(context)
+        if settings.tls.insecure_skip_verify:
+            client.tls_insecure_set(True)
+    if settings.will is not None:
+        will = settings.will
+        client.will_set(will.topic, will.payload, will.qos, will.retain)
+    client.enable_logger(paho_logger)
+    return client
+
+
+def _blocking_connect(client: paho.Client, settings: LinkSettings) -> None:
+    """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = settings.session_expiry_s
+    properties.MaximumPacketSize = settings.max_packet_bytes
+    try:
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
+    except ssl.SSLError as exc:
+        raise BrokerUnavailable(f"TLS handshake failed: {exc.reason}") from exc
+    except (OSError, ValueError) as exc:
+        raise BrokerUnavailable(
+            f"cannot connect to {settings.host}:{settings.port}: {exc}"
+        ) from exc
 
 
 def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:

@@ -24,6 +24,7 @@ from gateway.errors import ReaderUnavailable
 from gateway.readers.serial import SerialScannerDriver
 from gateway.readers.tcp import TcpScannerDriver
 from gateway.readers.tcp.listener import parse_listen
+from tests.support.clock import FakeClock
 
 Driver = SerialScannerDriver | TcpScannerDriver
 MAX_SCAN_BYTES = 64
@@ -31,15 +32,12 @@ STEP_TIMEOUT_S = 10.0
 GS1 = "]C10180614141123458\x1d216789"
 
 
-class FakeClock:
-    """A wall clock that moves one second per call, so each at_s is known in advance."""
+CLOCK_START_S = 1_800_000_000.0
 
-    def __init__(self, start_s: float = 1_800_000_000.0) -> None:
-        self.now_s = start_s
 
-    def __call__(self) -> float:
-        self.now_s += 1.0
-        return self.now_s
+def stepping_clock() -> FakeClock:
+    """A wall clock that moves one second per read, so each at_s is known in advance."""
+    return FakeClock(CLOCK_START_S, step_s=1.0)
 
 
 class Rig(Protocol):
@@ -234,7 +232,7 @@ def test_valid_scans_arrive_in_order_with_station_device_and_clock(rig: Rig) -> 
     scans += [f"ITEM-{n:04d}" for n in range(30)]
 
     async def body() -> list[BarcodeScan]:
-        clock = FakeClock()
+        clock = stepping_clock()
         async with running(rig, rig.make(clock)) as driver:
             async with contextlib.aclosing(driver.events()) as events:
                 await rig.send(b"".join(s.encode() + b"\r" for s in scans))
@@ -248,12 +246,12 @@ def test_valid_scans_arrive_in_order_with_station_device_and_clock(rig: Rig) -> 
     assert [e.data for e in got] == scans
     assert {e.station for e in got} == {rig.station}
     assert {e.device for e in got} == {rig.device}
-    assert [e.at_s for e in got] == [1_800_000_000.0 + n for n in range(1, len(scans) + 1)]
+    assert [e.at_s for e in got] == [CLOCK_START_S + n for n in range(1, len(scans) + 1)]
 
 
 def test_bad_lines_are_counted_and_the_stream_goes_on(rig: Rig) -> None:
     async def body() -> tuple[list[BarcodeScan], int]:
-        async with running(rig, rig.make(FakeClock())) as driver:
+        async with running(rig, rig.make(stepping_clock())) as driver:
             async with contextlib.aclosing(driver.events()) as events:
                 await rig.send(b"FIRST\r" + b"L" * 500 + b"\r")
                 await rig.send(b"\x00\x01binary\xfe\r" + b"bad\xffutf8\r" + b"SECOND\r")
@@ -270,7 +268,7 @@ def test_losing_the_device_raises_reader_unavailable(rig: Rig) -> None:
         pytest.skip("this input has no device to lose (tcp: see test_tcp_bind_failure)")
 
     async def body() -> None:
-        async with running(rig, rig.make(FakeClock())) as driver:
+        async with running(rig, rig.make(stepping_clock())) as driver:
             async with contextlib.aclosing(driver.events()) as events:
                 await rig.send(b"BEFORE\rPARTIAL")
                 assert [e.data for e in await take(events, 1)] == ["BEFORE"]
@@ -286,7 +284,7 @@ def test_losing_the_device_raises_reader_unavailable(rig: Rig) -> None:
 
 def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: Rig) -> None:
     async def body() -> None:
-        driver = rig.make(FakeClock())
+        driver = rig.make(stepping_clock())
         async with running(rig, driver):
             events = driver.events()
             await rig.send(b"ONE\r")
@@ -311,7 +309,7 @@ def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: R
 
 def test_reentering_reconnects_on_the_same_driver(rig: Rig) -> None:
     async def body() -> list[str]:
-        driver = rig.make(FakeClock())
+        driver = rig.make(stepping_clock())
         got: list[str] = []
         for round_no in range(3):
             async with running(rig, driver), contextlib.aclosing(driver.events()) as events:
@@ -328,7 +326,7 @@ def test_reentering_reconnects_on_the_same_driver(rig: Rig) -> None:
 
 
 def test_serial_missing_path_is_unavailable_at_enter(tmp_path: Path) -> None:
-    driver = SerialScannerDriver("s", "bench-1", str(tmp_path / "ttyACM9"), clock=FakeClock())
+    driver = SerialScannerDriver("s", "bench-1", str(tmp_path / "ttyACM9"), clock=stepping_clock())
 
     async def body() -> None:
         with pytest.raises(ReaderUnavailable) as caught:
@@ -346,7 +344,7 @@ def test_tcp_bind_failure_is_unavailable() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        driver = TcpScannerDriver("t", "door-3", f"127.0.0.1:{port}", clock=FakeClock())
+        driver = TcpScannerDriver("t", "door-3", f"127.0.0.1:{port}", clock=stepping_clock())
 
         async def body() -> None:
             with pytest.raises(ReaderUnavailable) as caught:
@@ -433,7 +431,11 @@ def test_load_with_garbage_and_a_100k_unterminated_line_on_a_pty() -> None:
 
     async def body() -> tuple[list[str], int, int]:
         driver = SerialScannerDriver(
-            "bench-1-scanner", "bench-1", pty.path, max_scan_bytes=max_scan_bytes, clock=FakeClock()
+            "bench-1-scanner",
+            "bench-1",
+            pty.path,
+            max_scan_bytes=max_scan_bytes,
+            clock=stepping_clock(),
         )
         async with driver:
 
@@ -480,7 +482,7 @@ def test_ten_handhelds_at_once_keep_their_device_and_station() -> None:
             "door-3",
             "127.0.0.1:0",
             device_stations=stations,
-            clock=FakeClock(),
+            clock=stepping_clock(),
         )
         async with driver:
             host, port = driver.address
@@ -513,7 +515,11 @@ def test_ten_handhelds_at_once_keep_their_device_and_station() -> None:
 def test_device_named_by_address_else_ip_port_and_hello_only_first() -> None:
     async def body() -> tuple[list[BarcodeScan], int]:
         driver = TcpScannerDriver(
-            "h", "door-3", "127.0.0.1:0", devices={"127.0.0.1": "handheld-7"}, clock=FakeClock()
+            "h",
+            "door-3",
+            "127.0.0.1:0",
+            devices={"127.0.0.1": "handheld-7"},
+            clock=stepping_clock(),
         )
         async with driver:
             host, port = driver.address
@@ -541,7 +547,7 @@ def test_device_named_by_address_else_ip_port_and_hello_only_first() -> None:
 
 def test_unnamed_device_is_ip_port() -> None:
     async def body() -> tuple[BarcodeScan, str]:
-        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=FakeClock())
+        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
         async with driver:
             host, port = driver.address
             async with contextlib.aclosing(driver.events()) as events:
@@ -560,7 +566,7 @@ def test_unnamed_device_is_ip_port() -> None:
 def test_idle_client_is_closed_and_others_go_on() -> None:
     async def body() -> tuple[bytes, list[str]]:
         driver = TcpScannerDriver(
-            "h", "door-3", "127.0.0.1:0", idle_timeout_s=0.2, clock=FakeClock()
+            "h", "door-3", "127.0.0.1:0", idle_timeout_s=0.2, clock=stepping_clock()
         )
         async with driver:
             host, port = driver.address
@@ -601,7 +607,7 @@ def _uinput_or_skip() -> object:
 def test_hid_missing_device_is_unavailable(tmp_path: Path) -> None:
     from gateway.readers.hid.driver import HidScannerDriver
 
-    driver = HidScannerDriver("wedge", "bench-1", str(tmp_path / "event99"), clock=FakeClock())
+    driver = HidScannerDriver("wedge", "bench-1", str(tmp_path / "event99"), clock=stepping_clock())
 
     async def body() -> None:
         with pytest.raises(ReaderUnavailable) as caught:
@@ -644,7 +650,7 @@ def test_hid_driver_on_a_virtual_keyboard() -> None:
         uinput.syn()
 
     async def body() -> tuple[list[BarcodeScan], int, bool]:
-        driver = HidScannerDriver("wedge", "bench-1", uinput.device.path, clock=FakeClock())
+        driver = HidScannerDriver("wedge", "bench-1", uinput.device.path, clock=stepping_clock())
         async with driver, contextlib.aclosing(driver.events()) as events:
             type_line(GS1)
             uinput.write(ev_key, 1, 1)  # KEY_ESC: not a scanner key, rejects the line
@@ -671,7 +677,12 @@ def test_serial_without_suffix_ends_scans_on_the_inter_character_timeout() -> No
 
     async def body() -> tuple[list[str], int]:
         driver = SerialScannerDriver(
-            "s", "bench-1", pty.path, suffix="none", inter_char_timeout_s=0.05, clock=FakeClock()
+            "s",
+            "bench-1",
+            pty.path,
+            suffix="none",
+            inter_char_timeout_s=0.05,
+            clock=stepping_clock(),
         )
         got: list[str] = []
         async with driver, contextlib.aclosing(driver.events()) as events:
@@ -697,7 +708,7 @@ def test_serial_without_suffix_ends_scans_on_the_inter_character_timeout() -> No
 
 def test_tcp_line_cut_by_the_client_closing_is_counted_not_scanned() -> None:
     async def body() -> tuple[list[str], int]:
-        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=FakeClock())
+        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
         async with driver, contextlib.aclosing(driver.events()) as events:
             host, port = driver.address
             _, cut = await asyncio.open_connection(host, port)

@@ -84,7 +84,9 @@ def test_two_gateways_of_a_site_both_take_a_site_wide_announcement(tmp_path: Pat
         collector.wait_for(lambda c: len(c.received("/cmd-result/expected-returns")) >= 2, 30, "")
         refusals = [m.json() for m in collector.received("/cmd-result/expected-returns")]
         assert all(r["ok"] is False for r in refusals), "an unsigned command must be refused"
-        signed = sign_command("expected-returns", unsigned, KEY.encode(), time.time())
+        signed = sign_command(
+            "expected-returns", unsigned, KEY.encode(), time.time(), "site-nonce-1"
+        )
         publish(broker.port, f"returns/{SITE}/expected-returns", signed)
         collector.wait_for(lambda c: len(c.received("/cmd-result/expected-returns")) >= 4, 30, "")
         replies = [m.json() for m in collector.received("/cmd-result/expected-returns")][2:]

@@ -24,7 +24,8 @@ from structlog.testing import capture_logs
 
 from gateway.config import MqttSection
 from gateway.sync.forwarder import Forwarder, IncomingMessage
-from gateway.sync.mqtt import LinkSettings, MqttLink
+from gateway.sync.mqtt import MqttLink
+from gateway.sync.settings import LinkSettings
 from gateway.sync.topics import Topics
 from tests.support.broker import Mosquitto
 from tests.support.wms import Collector, publish, retained
@@ -139,9 +140,8 @@ def _forwarder(
 ) -> Forwarder:
     return Forwarder(
         outbox,
-        section,
+        section.forwarder_settings(f"test-gw-{uuid.uuid4().hex[:6]}"),
         TOPICS,
-        client_id=f"test-gw-{uuid.uuid4().hex[:6]}",
         health=lambda: {"buffer": {"pending": outbox.undelivered()}},
         on_message=on_message,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from gateway.domain.signing import sign_command
 from gateway.readers.llrp.frames import ROSpec
 from gateway.readers.llrp.scenario import Fault, Pass, Scenario, ScenarioTag, sgtin96_hex
 from tests.integration.test_rfid_e2e import PROFILE, SimulatorThread
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.daemon import ROOT, DaemonProcess, wait_until, write_config
 from tests.support.wms import Collector, publish
 
@@ -59,13 +58,6 @@ power_dbm = 20.0
 port = 4
 power_dbm = 20.0
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _config(
@@ -169,7 +161,7 @@ def _events(collector: Collector) -> list[dict[str, Any]]:
 def test_profile_apply_rollback_history_events_and_health(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    health_port = _free_port()
+    health_port = free_port()
     simulator = SimulatorThread(_scenario(), speed=1.0)
     with (
         simulator as sim,
@@ -334,16 +326,16 @@ def _profile_dict(path: Path) -> dict[str, Any]:
 def test_signed_commands_good_applied_bad_missing_old_replayed_refused(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    health_port = _free_port()
+    health_port = free_port()
     config = _config(tmp_path, broker, sim_port=None, health_port=health_port, security=True)
     name = "expected-returns"
     body = json.dumps({"action": "add", "rmas": []})
     now = time.time()
-    good = sign_command(name, body, KEY, now)
+    good = sign_command(name, body, KEY, now, "good-nonce-1")
     envelope = json.loads(good)
     bad = json.dumps({**envelope, "nonce": "another-nonce-1", "sig": "0" * 64}).encode()
-    old = sign_command(name, body, KEY, now - 3600)
-    wrong_key = sign_command(name, body, b"not-the-key", now)
+    old = sign_command(name, body, KEY, now - 3600, "old-nonce-1")
+    wrong_key = sign_command(name, body, b"not-the-key", now, "wrong-key-nonce-1")
     cases = [
         (good, True, None),
         (bad, False, "bad signature"),
@@ -409,7 +401,7 @@ def test_cli_apply_by_name_uses_the_configured_profile_dir(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     # No daemon: with the name found, the CLI gets as far as the (absent) endpoint, exit 1.
-    config = _config(tmp_path, broker, sim_port=1, health_port=_free_port())
+    config = _config(tmp_path, broker, sim_port=1, health_port=free_port())
     out = _gateway("profiles", "apply", "--config", str(config), "--reader", READER, "test-low")
     assert "not found" not in out.stderr, out.stderr
     assert out.returncode == 1, out.stdout + out.stderr

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Daemon
 from gateway.config import load_config
+from gateway.daemon import Daemon
 from gateway.runtime.notify import SystemdNotifier
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, write_config

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Daemon
 from gateway.config import load_config
+from gateway.daemon import Daemon
 from tests.support.broker import Mosquitto
 from tests.support.daemon import write_config
 from tests.support.scans import scan_events, write_jsonl

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import _command_body
+from gateway.daemon.commands import command_body
 from gateway.domain.expected import ExpectedReturns
 from gateway.domain.signing import NonceCache, sign_command, verify_command
 from gateway.errors import InputError
+from gateway.sync import acks
 
 FUZZ = settings(
     max_examples=200,
@@ -289,10 +290,6 @@ def test_verify_command_deep_nesting_only_input_error(depth: int) -> None:
 # -- WMS acks -------------------------------------------------------------------------------------
 
 
-def _acks() -> Any:
-    return pytest.importorskip("gateway.sync.acks", reason="gateway.sync.acks not written yet")
-
-
 ack_shapes = st.fixed_dictionaries(
     {},
     optional={
@@ -310,7 +307,6 @@ ack_shapes = st.fixed_dictionaries(
 @example(payload=DEEP_ARRAY)
 @example(payload=b"x" * (512 * 1024 + 1))
 def test_parse_ack_only_input_error(payload: bytes) -> None:
-    acks = _acks()
     ack = _attempt(lambda: acks.parse_ack(payload), InputError)
     if isinstance(ack, InputError):
         assert ack.what == "ack"
@@ -327,11 +323,11 @@ def test_parse_ack_only_input_error(payload: bytes) -> None:
 @given(ident=st.text(max_size=20).map(lambda s: s + "\udc80"))
 @example(ident="\ud800")
 def test_parse_ack_ids_encode_as_utf8(ident: str) -> None:
-    acks = _acks()
     try:
         ack = acks.parse_ack(json.dumps({"ids": [ident]}).encode())
     except InputError:
         return
+    assert isinstance(ack, acks.AckIds)
     assert all(_utf8_ok(i) for i in ack.ids)
 
 
@@ -345,7 +341,7 @@ def test_parse_ack_ids_encode_as_utf8(ident: str) -> None:
 )
 @example(name="expected-returns", payload=b"x" * (4 * 1024 * 1024 + 1))
 def test_command_body_only_input_error(name: str, payload: bytes) -> None:
-    body = _attempt(lambda: _command_body(name, payload), InputError)
+    body = _attempt(lambda: command_body(name, payload), InputError)
     if isinstance(body, InputError):
         assert body.what == name[:40]
         return
@@ -357,7 +353,7 @@ def test_command_body_only_input_error(name: str, payload: bytes) -> None:
 @example(depth=100_000)
 def test_command_body_deep_nesting_only_input_error(depth: int) -> None:
     with pytest.raises(InputError):
-        _command_body("expected-returns", b"[" * depth)
+        command_body("expected-returns", b"[" * depth)
 
 
 @FUZZ

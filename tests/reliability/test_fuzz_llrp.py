@@ -20,17 +20,11 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from gateway.domain.events import TagRead
 from gateway.errors import FrameError, ReaderUnavailable
-
-frames = pytest.importorskip("gateway.readers.llrp.frames", reason="llrp/frames.py not written yet")
-simulator = pytest.importorskip(
-    "gateway.readers.llrp.simulator", reason="llrp/simulator.py not written yet"
-)
-scenario = pytest.importorskip("gateway.readers.llrp.scenario", reason="llrp/scenario.py missing")
-driver_module = pytest.importorskip("gateway.readers.llrp.driver", reason="llrp/driver.py missing")
-settings_module = pytest.importorskip(
-    "gateway.readers.llrp.settings", reason="llrp/settings.py missing"
-)
+from gateway.readers.llrp import driver as driver_module
+from gateway.readers.llrp import frames, mapping, scenario, simulator
+from gateway.readers.llrp import settings as settings_module
 
 KEEPALIVE_S = 0.5
 # Silence is declared after two keepalive intervals; the rest is slack for a loaded machine.
@@ -52,7 +46,7 @@ WIRE = settings(
 # -- frames a broken reader might send ------------------------------------------------------------
 
 
-def _tag(epc_hex: str, antenna: int = 1) -> object:
+def _tag(epc_hex: str, antenna: int = 1) -> frames.TagReport:
     now_us = int(time.time() * 1_000_000)
     return frames.TagReport(bytes.fromhex(epc_hex), antenna, -50, 1, now_us, now_us)
 
@@ -208,7 +202,6 @@ tag_dicts = st.fixed_dictionaries(
 def test_mapping_of_sllurp_tag_dicts_only_frame_error(
     tag: dict[str, object], received_at_s: float
 ) -> None:
-    mapping = pytest.importorskip("gateway.readers.llrp.mapping", reason="llrp/mapping.py missing")
     try:
         mapped = mapping.map_tag(tag, reader="fuzz", station="door-3", received_at_s=received_at_s)
     except FrameError:
@@ -274,6 +267,7 @@ async def _run(fuzzed: list[bytes]) -> Outcome:
             try:
                 async with asyncio.timeout(HANG_LIMIT_S):
                     async for event in driver.events():
+                        assert isinstance(event, TagRead), "an LLRP driver yields tag reads only"
                         if event.epc_hex == MARKER_EPC:
                             recovered = True
                             break
@@ -383,7 +377,7 @@ def test_hard_disconnect_from_two_threads_raises_nothing() -> None:
         lambda _item: None,
     )
     racing = _RacingSocket(client)
-    client._socket = racing
+    client._socket = racing  # type: ignore[assignment]  # stands in for sllurp's socket
     try:
         client.hard_disconnect()
     finally:

@@ -10,17 +10,14 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gateway.domain import barcodes, epc
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
+from gateway.domain.pipeline import Pipeline, PipelinePlan, StationPlan
 from gateway.errors import ParseError
-
-barcodes = pytest.importorskip("gateway.domain.barcodes", reason="barcodes.py not written yet")
-epc = pytest.importorskip("gateway.domain.epc", reason="epc.py not written yet")
-pipeline_module = pytest.importorskip("gateway.domain.pipeline", reason="pipeline not written yet")
-pytest.importorskip("gateway.domain.smoothing", reason="smoothing.py not written yet")
+from gateway.gs1 import BIIP_GS1
 
 FUZZ = settings(
     max_examples=300,
@@ -119,7 +116,7 @@ def _attempt(call: Callable[[], T], error: type[E]) -> T | E:
 @example(data="]Q3https://id.gs1.org/01/09506000134352/21/abc?17=271231")
 @example(data="]d2" + "01" * 40)
 def test_parse_barcode_only_parse_error(data: str) -> None:
-    barcode = _attempt(lambda: barcodes.parse_barcode(data), ParseError)
+    barcode = _attempt(lambda: barcodes.parse_barcode(data, gs1=BIIP_GS1), ParseError)
     if isinstance(barcode, ParseError):
         assert barcode.what == "barcode"
         assert barcode.reason
@@ -142,7 +139,7 @@ def test_parse_barcode_only_parse_error(data: str) -> None:
 @FUZZ
 @given(data=scan_texts)
 def test_describe_barcode_never_raises_and_is_json(data: str) -> None:
-    described = barcodes.describe_barcode(data)
+    described = barcodes.describe_barcode(data, gs1=BIIP_GS1)
     assert described["input"] == data
     assert isinstance(described["valid"], bool)
     json.dumps(described)
@@ -214,18 +211,17 @@ def test_decode_epc_bank_only_parse_error(pc: str, bank: str, xpc: str | None) -
 STATIONS = ["door-3", "bench-1", "restock-1", "recycle-1"]
 
 
-def _plan() -> Any:
-    plan_cls = pipeline_module.PipelinePlan
-    station_cls = pipeline_module.StationPlan
-    return plan_cls(
+def _plan() -> PipelinePlan:
+    return PipelinePlan(
         gateway="dock-3",
         stations={
-            "door-3": station_cls(id="door-3", kind="receiving", rma_timeout_s=60.0),
-            "bench-1": station_cls(id="bench-1", kind="inspection"),
-            "restock-1": station_cls(id="restock-1", kind="restock"),
-            "recycle-1": station_cls(id="recycle-1", kind="disposal"),
+            "door-3": StationPlan(id="door-3", kind="receiving", rma_timeout_s=60.0),
+            "bench-1": StationPlan(id="bench-1", kind="inspection"),
+            "restock-1": StationPlan(id="restock-1", kind="restock"),
+            "recycle-1": StationPlan(id="recycle-1", kind="disposal"),
         },
         zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
+        gs1=BIIP_GS1,
     )
 
 
@@ -280,7 +276,7 @@ expected_commands = st.sampled_from(
 )
 
 
-def _feed(pipe: Any, sequence: list[tuple[RawEvent, float]], mono_s: float) -> float:
+def _feed(pipe: Pipeline, sequence: list[tuple[RawEvent, float]], mono_s: float) -> float:
     for event, step_s in sequence:
         mono_s += step_s
         movements = pipe.feed(event, mono_s)
@@ -292,9 +288,9 @@ def _feed(pipe: Any, sequence: list[tuple[RawEvent, float]], mono_s: float) -> f
     return mono_s
 
 
-def _round_trip(pipe: Any) -> Any:
+def _round_trip(pipe: Pipeline) -> Pipeline:
     text = json.dumps(pipe.snapshot(), allow_nan=False)
-    restored = pipeline_module.Pipeline(_plan(), json.loads(text))
+    restored = Pipeline(_plan(), json.loads(text))
     assert json.loads(json.dumps(restored.snapshot(), allow_nan=False)) == json.loads(text)
     return restored
 
@@ -335,7 +331,7 @@ def test_pipeline_never_raises_and_its_snapshot_round_trips(
     second: list[tuple[RawEvent, float]],
     commands: list[dict[str, Any]],
 ) -> None:
-    pipe = pipeline_module.Pipeline(_plan())
+    pipe = Pipeline(_plan())
     for command in commands:
         pipe.apply_expected_returns(command)
     mono_s = _feed(pipe, first, 100.0)
@@ -364,7 +360,7 @@ def test_pipeline_restored_from_snapshot_makes_the_same_movements(
     timed = _in_event_time(sequence)
     cut = min(cut, max(len(timed) - 1, 0))
     first, second = timed[:cut], timed[cut:]
-    pipe = pipeline_module.Pipeline(_plan())
+    pipe = Pipeline(_plan())
     for event, mono_s in first:
         pipe.feed(event, mono_s)
         pipe.tick(mono_s)
@@ -386,7 +382,7 @@ READ_AT_RESTOCK = TagRead(
 @given(reads=st.lists(tag_reads.filter(lambda r: r.station in STATIONS), min_size=1, max_size=5))
 @example(reads=[READ_AT_RESTOCK])
 def test_pipeline_restored_closes_its_open_visits_without_new_events(reads: list[TagRead]) -> None:
-    pipe = pipeline_module.Pipeline(_plan())
+    pipe = Pipeline(_plan())
     for read in reads:
         pipe.feed(read, read.at_s)
     if pipe.open_visits() == 0:

@@ -167,7 +167,7 @@ class DaemonProcess:
 
 
 def buffer_stats(config: Path) -> dict[str, Any]:
-    """`gateway buffer stats --config FILE` as a dict; `pending` is -1 until the file exists."""
+    """`gateway buffer stats --config FILE` as a dict; `pending` is -1 while the command fails."""
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "buffer", "stats", "--config", str(config)],
         capture_output=True,

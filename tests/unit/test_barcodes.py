@@ -18,6 +18,7 @@ from gateway.domain.barcodes import (
     parse_barcode,
 )
 from gateway.errors import ConfigError, ParseError
+from gateway.gs1 import BIIP_GS1
 
 VECTORS_FILE = Path(__file__).resolve().parents[2].parent / "shared/conformance/gs1/barcodes.json"
 SETTINGS = settings(max_examples=300, deadline=None)
@@ -49,10 +50,10 @@ def test_conformance_vector(vector: dict[str, Any] | None) -> None:
     scan = _as_scan(vector)
     if not expected["valid"]:
         with pytest.raises(ParseError) as caught:
-            parse_barcode(scan, permit_zero_suppressed_gtin=permit)
+            parse_barcode(scan, permit_zero_suppressed_gtin=permit, gs1=BIIP_GS1)
         assert caught.value.reason
         return
-    barcode = parse_barcode(scan, permit_zero_suppressed_gtin=permit)
+    barcode = parse_barcode(scan, permit_zero_suppressed_gtin=permit, gs1=BIIP_GS1)
     assert [list(pair) for pair in barcode.ais] == [
         [a["ai"], a["value"]] for a in expected.get("ais", [])
     ]
@@ -72,9 +73,9 @@ def test_conformance_vector(vector: dict[str, Any] | None) -> None:
 
 def test_check_digit_vectors_agree_for_bare_digits() -> None:
     # Bare digit strings are how scanners without AIM identifiers send EAN/UPC and SSCC.
-    assert parse_barcode("80614141123458").gtin == "80614141123458"
-    assert parse_barcode("416000336108").gtin == "00416000336108"
-    assert parse_barcode("123456789012345675").kind == "container"
+    assert parse_barcode("80614141123458", gs1=BIIP_GS1).gtin == "80614141123458"
+    assert parse_barcode("416000336108", gs1=BIIP_GS1).gtin == "00416000336108"
+    assert parse_barcode("123456789012345675", gs1=BIIP_GS1).kind == "container"
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_check_digit_vectors_agree_for_bare_digits() -> None:
     ],
 )
 def test_default_patterns(scan: str, kind: str, value: str, pattern: str) -> None:
-    barcode = parse_barcode(scan)
+    barcode = parse_barcode(scan, gs1=BIIP_GS1)
     assert (barcode.kind, barcode.value, barcode.pattern, barcode.ais) == (kind, value, pattern, ())
 
 
@@ -102,34 +103,34 @@ def test_default_patterns(scan: str, kind: str, value: str, pattern: str) -> Non
 )
 def test_pattern_near_misses_are_rejected(scan: str) -> None:
     with pytest.raises(ParseError):
-        parse_barcode(scan)
+        parse_barcode(scan, gs1=BIIP_GS1)
 
 
 def test_rma_close_wins_over_rma_label_even_when_both_match() -> None:
     patterns = Patterns.compile(rma=r"RMA-[A-Z0-9]+", rma_close=r"RMA-CLOSE")
-    assert parse_barcode("RMA-CLOSE", patterns).kind == "rma-close"
-    assert parse_barcode("RMA-CLOSED", patterns).kind == "rma"
+    assert parse_barcode("RMA-CLOSE", patterns, gs1=BIIP_GS1).kind == "rma-close"
+    assert parse_barcode("RMA-CLOSED", patterns, gs1=BIIP_GS1).kind == "rma"
 
 
 def test_custom_patterns_and_a_bad_pattern() -> None:
     patterns = Patterns.compile(location=r"BIN\d{4}", disposition=r"D:(OK|SCRAP)")
-    assert parse_barcode("BIN0042", patterns).kind == "location"
-    assert parse_barcode("D:SCRAP", patterns).value == "SCRAP"
+    assert parse_barcode("BIN0042", patterns, gs1=BIIP_GS1).kind == "location"
+    assert parse_barcode("D:SCRAP", patterns, gs1=BIIP_GS1).value == "SCRAP"
     with pytest.raises(ParseError):
-        parse_barcode("LOC-A1", patterns)
+        parse_barcode("LOC-A1", patterns, gs1=BIIP_GS1)
     with pytest.raises(ConfigError) as caught:
         Patterns.compile(rma="RMA-(")
     assert caught.value.key == "patterns.rma"
 
 
 def test_gs1_location_with_extension() -> None:
-    barcode = parse_barcode("]C14149520123456788\x1d25432a/b")
+    barcode = parse_barcode("]C14149520123456788\x1d25432a/b", gs1=BIIP_GS1)
     assert (barcode.kind, barcode.gln, barcode.gln_extension) == (
         "location",
         "9520123456788",
         "32a/b",
     )
-    assert parse_barcode("(414)0614141123452").gln == "0614141123452"
+    assert parse_barcode("(414)0614141123452", gs1=BIIP_GS1).gln == "0614141123452"
 
 
 @pytest.mark.parametrize(
@@ -185,7 +186,7 @@ def test_gs1_location_with_extension() -> None:
     ],
 )
 def test_identifiers_are_extracted(scan: str, expected: Barcode) -> None:
-    assert parse_barcode(scan) == expected
+    assert parse_barcode(scan, gs1=BIIP_GS1) == expected
 
 
 @pytest.mark.parametrize(
@@ -206,24 +207,24 @@ def test_identifiers_are_extracted(scan: str, expected: Barcode) -> None:
 )
 def test_strictness_reasons_name_the_ai_and_rule(scan: str, reason: str) -> None:
     with pytest.raises(ParseError) as caught:
-        parse_barcode(scan)
+        parse_barcode(scan, gs1=BIIP_GS1)
     assert reason in caught.value.reason
 
 
 def test_describe_barcode_shapes() -> None:
-    good = describe_barcode("]C10180614141123458216789")
+    good = describe_barcode("]C10180614141123458216789", gs1=BIIP_GS1)
     assert good["valid"] is True
     assert good["kind"] == "item"
     assert good["ais"] == {"01": "80614141123458", "21": "6789"}
     assert good["pattern"] is None
     assert {"input", "symbology", "gtin", "serial", "batch", "expiry", "sscc", "grai"} <= set(good)
-    rma = describe_barcode("RMA-9")
+    rma = describe_barcode("RMA-9", gs1=BIIP_GS1)
     assert (rma["pattern"], rma["ais"]) == ("rma", {})
-    bad = describe_barcode("]C10180614141123459")
+    bad = describe_barcode("]C10180614141123459", gs1=BIIP_GS1)
     assert set(bad) == {"input", "valid", "error"}
     assert bad["valid"] is False
     assert "check digit" in str(bad["error"])
-    assert describe_barcode("nothing")["error"] == "unrecognised barcode"
+    assert describe_barcode("nothing", gs1=BIIP_GS1)["error"] == "unrecognised barcode"
 
 
 def _gs1_check_digit(payload: str) -> str:
@@ -243,26 +244,28 @@ def test_gtin_check_digits_round_trip(payload: str) -> None:
     if len(payload) + 1 not in {8, 12, 13, 14}:
         payload = payload.zfill(13)
     right = _gs1_check_digit(payload)
-    assert parse_barcode(payload + right).gtin == (payload + right).zfill(14)
-    assert parse_barcode("]C101" + (payload + right).zfill(14)).gtin == (payload + right).zfill(14)
+    assert parse_barcode(payload + right, gs1=BIIP_GS1).gtin == (payload + right).zfill(14)
+    assert parse_barcode("]C101" + (payload + right).zfill(14), gs1=BIIP_GS1).gtin == (
+        payload + right
+    ).zfill(14)
     for wrong in "0123456789":
         if wrong != right:
             with pytest.raises(ParseError, match="check digit"):
-                parse_barcode(payload + wrong)
+                parse_barcode(payload + wrong, gs1=BIIP_GS1)
             with pytest.raises(ParseError, match="check digit"):
-                parse_barcode("]C101" + (payload + wrong).zfill(14))
+                parse_barcode("]C101" + (payload + wrong).zfill(14), gs1=BIIP_GS1)
 
 
 @SETTINGS
 @given(payload=st.text(alphabet="0123456789", min_size=17, max_size=17))
 def test_sscc_check_digits_round_trip(payload: str) -> None:
     right = _gs1_check_digit(payload)
-    assert parse_barcode("]C100" + payload + right).sscc == payload + right
-    assert parse_barcode(payload + right).kind == "container"
+    assert parse_barcode("]C100" + payload + right, gs1=BIIP_GS1).sscc == payload + right
+    assert parse_barcode(payload + right, gs1=BIIP_GS1).kind == "container"
     for wrong in "0123456789":
         if wrong != right:
             with pytest.raises(ParseError, match="check digit"):
-                parse_barcode("]C100" + payload + wrong)
+                parse_barcode("]C100" + payload + wrong, gs1=BIIP_GS1)
 
 
 _PREFIXES = ["", "]C1", "]e0", "]d2", "]Q3", "]E0", "]E4", "]Q1", "]d1", "]C0", "]XX", "]", "("]
@@ -306,10 +309,10 @@ _PIECES = [
 def test_parse_barcode_raises_only_parse_error(prefix: str, body: str) -> None:
     reason = ""
     try:
-        barcode = parse_barcode(prefix + body)
+        barcode = parse_barcode(prefix + body, gs1=BIIP_GS1)
     except ParseError as exc:
         reason = exc.reason
-    described = describe_barcode(prefix + body)
+    described = describe_barcode(prefix + body, gs1=BIIP_GS1)
     if reason:
         assert described == {"input": prefix + body, "valid": False, "error": reason}
     else:
@@ -320,7 +323,7 @@ def test_parse_barcode_raises_only_parse_error(prefix: str, body: str) -> None:
 @SETTINGS
 @given(text=st.text(max_size=40))
 def test_describe_never_raises(text: str) -> None:
-    described = describe_barcode(text)
+    described = describe_barcode(text, gs1=BIIP_GS1)
     assert described["input"] == text
     assert isinstance(described["valid"], bool)
 

@@ -8,6 +8,7 @@ import itertools
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,22 +17,26 @@ import tempfile
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from gateway.buffer import store
+from gateway.buffer import files
 from gateway.buffer.store import (
     JOURNAL_ROW_OVERHEAD_B,
     OUTBOX_ROW_OVERHEAD_B,
     Buffer,
+    Gap,
     OutboxRow,
 )
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement
 from gateway.errors import BufferUnavailable, OutboxFull
+from tests.fixtures import make_v1_buffer as v1
+from tests.support.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "gateway" / "buffer" / "migrations"
@@ -60,14 +65,6 @@ def render(m: Movement, seq: int) -> bytes:
 
 def render_100(m: Movement, seq: int) -> bytes:
     return b"x" * 100
-
-
-class FakeClock:
-    def __init__(self, now_s: float = 1_795_000_000.0) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 async def assert_counters_match_rows(buffer: Buffer) -> None:
@@ -133,6 +130,66 @@ def test_file_from_a_newer_gateway_is_refused_not_moved(tmp_path: Path) -> None:
         asyncio.run(scenario())
     assert path.exists()
     assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+def _v1_event(row: tuple[Any, ...]) -> RawEvent:
+    """What a version-1 journal row means, spelled out here independently of the buffer's code."""
+    _, kind, reader, station, at_s, data, antenna, rssi, count, channel, device = row
+    if kind == 0:
+        return TagRead(reader, station, data, antenna, at_s, rssi, count, channel)
+    return BarcodeScan(reader, station, data, at_s, device)
+
+
+def test_file_from_the_first_schema_version_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.sqlite3"
+    shutil.copyfile(v1.FIXTURE, path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            buffer = await Buffer.open(path, max_bytes=BIG, clock=FakeClock(v1.T0_S + 60.0))
+        try:
+            migrated = [e for e in logs if e["event"] == "buffer_migrated"]
+            assert [(e["from_version"], e["to_version"]) for e in migrated] == (
+                [(1, migration_count())] if migration_count() > 1 else []
+            )
+            assert buffer.corrupt_moved_to is None
+            assert await buffer.read_raw(0, 100) == [(row[0], _v1_event(row)) for row in v1.JOURNAL]
+            assert await buffer.load_checkpoint() == (v1.CURSOR, v1.PIPELINE_STATE)
+            assert await buffer.rows_from(0, 100) == [
+                OutboxRow(seq, mid, v1.payload(seq, mid, at_s), at_s, bool(delivered))
+                for seq, mid, at_s, delivered in v1.OUTBOX
+            ]
+            undelivered = [seq for seq, _, _, delivered in v1.OUTBOX if not delivered]
+            assert [row.seq for row in await buffer.pending(0, 100)] == undelivered
+            assert await buffer.unreported_gaps() == [
+                Gap(gap[0], gap[1], gap[2], gap[3], gap[4]) for gap in v1.GAPS if not gap[6]
+            ]
+            for key, value in v1.KV.items():
+                assert await buffer.kv_get(key) == value
+            stats = await buffer.stats()
+            assert (stats.journal_last_id, stats.cursor, stats.last_seq) == (10, 5, 7)
+            assert (stats.pending, stats.delivered_total, stats.gaps_total) == (3, 4, 2)
+            assert stats.refused_events_total == 15
+            await assert_counters_match_rows(buffer)
+            # The upgraded file goes on where version 1 stopped: ids and seqs are not reused,
+            # an old id still dedupes, the old pending rows are delivered like new ones.
+            assert await buffer.append_raw([tag(1)]) == v1.JOURNAL_LAST_ID + 1
+            seqs = await buffer.commit_pipeline(
+                [movement("mv-0004"), movement("mv-0008")], cursor=11, state=None, render=render
+            )
+            assert seqs == [v1.LAST_SEQ + 1]
+            assert await buffer.mark_delivered_ids(["mv-0004"]) == 1
+            assert [row.seq for row in await buffer.pending(0, 100)] == [6, 7, 8]
+            await assert_counters_match_rows(buffer)
+        finally:
+            await buffer.close()
+
+    asyncio.run(scenario())
 
 
 # -- journal -------------------------------------------------------------------------------------
@@ -524,7 +581,7 @@ def test_large_file_damage_found_by_verify_is_moved_aside_at_next_open(
     path = tmp_path / "buffer.sqlite3"
     _damaged_buffer(path)
     # Pretend the file is large: open() checks only the schema and the small tables.
-    monkeypatch.setattr(store, "FULL_CHECK_MAX_BYTES", 0)
+    monkeypatch.setattr(files, "FULL_CHECK_MAX_BYTES", 0)
 
     async def first_run() -> tuple[Path | None, str | None, list[str]]:
         buffer = await Buffer.open(path, max_bytes=BIG)

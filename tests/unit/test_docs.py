@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,28 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
     ], commands
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "scripts/test" in ci
+
+
+def _module_map() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def test_readme_module_map_names_every_package_and_module_of_the_tree() -> None:
+    words = set(re.findall(r"[A-Za-z_][\w.]*", _module_map()))
+    package = ROOT / "gateway"
+    missing = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.stem not in {"__init__", "__main__"}
+        and path.stem not in words
+        and path.name not in words
+    )
+    assert missing == []
+
+
+def test_readme_module_map_names_no_module_that_is_gone() -> None:
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", _module_map()))
+    existing = {path.name for path in (ROOT / "gateway").rglob("*.py")}
+    assert named - existing == set()

@@ -12,11 +12,12 @@ import pytest
 from gateway.buffer import expected as expected_store
 from gateway.buffer.expected import ExpectedStore, write_updates
 from gateway.buffer.store import Buffer
+from gateway.daemon.expected import ExpectedLink
 from gateway.domain.expected import ExpectedReturns, lookup_keys
 from gateway.domain.movements import Item
 from gateway.domain.pipeline import SNAPSHOT_VERSION, Pipeline, PipelinePlan
 from gateway.errors import InputError
-from gateway.expected_link import ExpectedLink
+from gateway.gs1 import BIIP_GS1
 
 BIG = 64 * 1024 * 1024
 EPC = "urn:epc:id:sgtin:0614141.812345.6789"
@@ -205,9 +206,9 @@ def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
     snapshot = {"v": SNAPSHOT_VERSION, "last_event_s": None, "expected": old.snapshot()}
 
     async def body(store: ExpectedStore, buffer: Buffer) -> tuple[Any, ...]:
-        pipeline = Pipeline(PipelinePlan(gateway="g", stations={}), snapshot)
-        link = ExpectedLink(store, asyncio.Lock())
-        link.attach(pipeline)
+        pipeline = Pipeline(PipelinePlan(gateway="g", stations={}, gs1=BIIP_GS1), snapshot)
+        link = ExpectedLink(store)
+        link.attach(pipeline, asyncio.Lock())
         moved = await link.import_legacy()
         again = await link.import_legacy()
         keys = set(lookup_keys(Item(epc=EPC)))

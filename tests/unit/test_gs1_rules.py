@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_gs1_rules
 from gateway.domain.barcodes import parse_barcode
 from gateway.domain.gs1_rules import (
     BUILTIN_RULES,
@@ -17,10 +18,10 @@ from gateway.domain.gs1_rules import (
     check_digit_ok,
     date_problem,
     gs1_check_digit,
-    load_syntax_dictionary,
     parse_syntax_dictionary,
 )
 from gateway.errors import ParseError
+from gateway.gs1 import BIIP_GS1
 
 DICTIONARY = (
     Path(__file__).resolve().parents[2].parent / "shared/conformance/gs1/gs1-syntax-dictionary.txt"
@@ -31,7 +32,7 @@ DICTIONARY = (
 def reference() -> RuleTable:
     if not DICTIONARY.is_file():
         pytest.fail(f"conformance dictionary not found at {DICTIONARY}")
-    return load_syntax_dictionary(DICTIONARY)
+    return load_gs1_rules(DICTIONARY)
 
 
 def test_builtin_table_covers_exactly_the_dictionary_ais(reference: RuleTable) -> None:
@@ -40,7 +41,7 @@ def test_builtin_table_covers_exactly_the_dictionary_ais(reference: RuleTable) -
 
 
 def _reference_ais() -> list[str]:
-    return sorted(load_syntax_dictionary(DICTIONARY)) if DICTIONARY.is_file() else []
+    return sorted(load_gs1_rules(DICTIONARY)) if DICTIONARY.is_file() else []
 
 
 @pytest.mark.parametrize("ai", _reference_ais())
@@ -210,7 +211,7 @@ def test_parser_reports_the_bad_line() -> None:
 
 def test_missing_dictionary_file_is_a_parse_error(tmp_path: Path) -> None:
     with pytest.raises(ParseError, match="syntax dictionary"):
-        load_syntax_dictionary(tmp_path / "absent.txt")
+        load_gs1_rules(tmp_path / "absent.txt")
 
 
 def test_a_site_dictionary_drives_parsing(tmp_path: Path) -> None:
@@ -222,11 +223,14 @@ def test_a_site_dictionary_drives_parsing(tmp_path: Path) -> None:
         "96  ? N8,csum  req=01  # FUTURE\n",
         encoding="utf-8",
     )
-    table = load_syntax_dictionary(site)
+    table = load_gs1_rules(site)
     assert isinstance(table.rule("96"), AiRule)
     scan = "]C10180614141123458" + "9612345670"
-    assert parse_barcode(scan, rules=table).ais == (("01", "80614141123458"), ("96", "12345670"))
+    assert parse_barcode(scan, rules=table, gs1=BIIP_GS1).ais == (
+        ("01", "80614141123458"),
+        ("96", "12345670"),
+    )
     with pytest.raises(ParseError, match=r"AI \(96\): the numeric check digit"):
-        parse_barcode("]C10180614141123458" + "9612345671", rules=table)
+        parse_barcode("]C10180614141123458" + "9612345671", rules=table, gs1=BIIP_GS1)
     with pytest.raises(ParseError, match=r"unrecognised AI \(10\)|no known AI"):
-        parse_barcode("]C10180614141123458" + "10ABC", rules=table)
+        parse_barcode("]C10180614141123458" + "10ABC", rules=table, gs1=BIIP_GS1)

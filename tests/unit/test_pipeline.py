@@ -12,6 +12,7 @@ from gateway.domain.events import BarcodeScan, RawEvent, TagRead
 from gateway.domain.movements import Movement
 from gateway.domain.pipeline import Pipeline, PipelinePlan, StationPlan
 from gateway.domain.smoothing import SmoothingSettings
+from gateway.gs1 import BIIP_GS1
 from tests.support.scans import item_scan
 
 T0 = 1_795_000_000.0
@@ -27,6 +28,7 @@ PLAN = PipelinePlan(
         "recycle-1": StationPlan(id="recycle-1", kind="disposal"),
     },
     zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
+    gs1=BIIP_GS1,
 )
 
 
@@ -264,5 +266,6 @@ def test_smoothing_settings_come_from_the_station() -> None:
             )
         },
         zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
+        gs1=BIIP_GS1,
     )
     assert run(Pipeline(plan), _tags(SGTIN, [1, 2, 3, 4], T0)) == [], "all reads below the floor"

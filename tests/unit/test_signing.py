@@ -14,6 +14,7 @@ from gateway.errors import InputError
 KEY = b"k" * 32
 NOW = 1_795_000_000.0
 BODY = json.dumps({"rma": "RMA-1", "items": [{"gtin": "1"}]})
+NONCE = "nonce-0001"
 
 
 def verify(payload: bytes, nonces: NonceCache | None = None, now_s: float = NOW) -> bytes:
@@ -23,7 +24,7 @@ def verify(payload: bytes, nonces: NonceCache | None = None, now_s: float = NOW)
 
 
 def test_good_signature_returns_the_body() -> None:
-    assert verify(sign_command("expected-returns", BODY, KEY, NOW)) == BODY.encode()
+    assert verify(sign_command("expected-returns", BODY, KEY, NOW, NONCE)) == BODY.encode()
 
 
 @pytest.mark.parametrize(
@@ -31,10 +32,10 @@ def test_good_signature_returns_the_body() -> None:
     [
         (BODY.encode(), "missing signature"),
         (b"junk", "not JSON"),
-        (sign_command("expected-returns", BODY, b"wrong key", NOW), "bad signature"),
-        (sign_command("profile-apply", BODY, KEY, NOW), "bad signature"),
-        (sign_command("expected-returns", BODY, KEY, NOW - 3600), "window"),
-        (sign_command("expected-returns", BODY, KEY, NOW + 3600), "window"),
+        (sign_command("expected-returns", BODY, b"wrong key", NOW, NONCE), "bad signature"),
+        (sign_command("profile-apply", BODY, KEY, NOW, NONCE), "bad signature"),
+        (sign_command("expected-returns", BODY, KEY, NOW - 3600, NONCE), "window"),
+        (sign_command("expected-returns", BODY, KEY, NOW + 3600, NONCE), "window"),
         (sign_command("expected-returns", BODY, KEY, NOW, nonce="short"), "nonce"),
     ],
 )
@@ -45,7 +46,7 @@ def test_refusals_say_why(payload: bytes, reason: str) -> None:
 
 
 def test_tampered_body_is_refused() -> None:
-    envelope = json.loads(sign_command("expected-returns", BODY, KEY, NOW))
+    envelope = json.loads(sign_command("expected-returns", BODY, KEY, NOW, NONCE))
     envelope["body"] = envelope["body"].replace("RMA-1", "RMA-2")
     with pytest.raises(InputError, match="bad signature"):
         verify(json.dumps(envelope).encode())
@@ -53,7 +54,7 @@ def test_tampered_body_is_refused() -> None:
 
 def test_replay_is_refused_within_the_window() -> None:
     nonces = NonceCache()
-    payload = sign_command("expected-returns", BODY, KEY, NOW)
+    payload = sign_command("expected-returns", BODY, KEY, NOW, NONCE)
     verify(payload, nonces)
     with pytest.raises(InputError, match="replayed"):
         verify(payload, nonces, now_s=NOW + 10)

@@ -1,8 +1,8 @@
 """The daemon's link between the pipeline's slice of expected returns and the buffer's registry.
 
-Part of the daemon's wiring (like app.py): before a pipeline step it loads the RMAs the step's
-events can touch, after the step it hands over what receipts changed, and it runs announcements
-and the expiry sweep in chunks under the pipeline lock, dropping the slice after each chunk.
+Before a pipeline step it loads the RMAs the step's events can touch, after the step it hands
+over what receipts changed (written with the step's movements), and it runs announcements and
+the expiry sweep in chunks under the pipeline lock, dropping the slice after each chunk.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.buffer.expected import ExpectedStats, ExpectedStore, write_updates
+from gateway.daemon.shared import LOG_COMPONENT
 from gateway.domain.events import RawEvent
 from gateway.domain.expected import ExpectedReturns
 from gateway.domain.pipeline import Pipeline
 from gateway.logs import get_logger
 
-_log = get_logger("expected")
+_log = get_logger(LOG_COMPONENT)
 
 # Above this many RMAs in memory the slice is dropped between steps (it is all on disk by then).
 SLICE_MAX_RMAS = 20_000
@@ -29,9 +30,9 @@ SWEEP_EVERY_S = 60.0
 class ExpectedLink:
     """Keeps `pipeline.expected` a consistent slice of the registry in the buffer."""
 
-    def __init__(self, store: ExpectedStore, lock: asyncio.Lock) -> None:
+    def __init__(self, store: ExpectedStore) -> None:
         self.store = store
-        self._lock = lock
+        self._lock = asyncio.Lock()
         self._version: int | None = None
         self._pipeline: Pipeline | None = None
         self.open_rmas = 0
@@ -41,9 +42,10 @@ class ExpectedLink:
         """The registry object a daemon's pipeline is built with."""
         return ExpectedReturns(track_updates=True)
 
-    def attach(self, pipeline: Pipeline) -> None:
-        """Serve this pipeline (after it was built or rebuilt from its checkpoint)."""
+    def attach(self, pipeline: Pipeline, lock: asyncio.Lock) -> None:
+        """Serve this pipeline; `lock` is the one its steps hold (announcements take it too)."""
         self._pipeline = pipeline
+        self._lock = lock
         self._version = None
 
     async def import_legacy(self) -> int:

@@ -1,0 +1,236 @@
+"""The data path: journal raw events, feed them through the pipeline, commit movements."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.buffer.store import Buffer, Gap
+from gateway.daemon.expected import ExpectedLink
+from gateway.daemon.kpis import KpiTracker
+from gateway.daemon.shared import LOG_COMPONENT, Shared
+from gateway.domain.events import RawEvent
+from gateway.domain.movements import Evidence, Item, Movement, movement_id
+from gateway.domain.pipeline import Pipeline, PipelinePlan
+from gateway.errors import OutboxFull
+from gateway.logs import get_logger
+
+_log = get_logger(LOG_COMPONENT)
+
+INGEST_QUEUE_MAX = 50_000
+# Visits close at the first tick after absent_s: the tick bounds read-to-publish latency.
+PIPELINE_TICK_S = 0.025
+JOURNAL_READ_EVERY_S = 1.0
+PIPELINE_READ_ROWS = 2000
+CHECKPOINT_EVERY_S = 1.0
+
+
+async def restore_pipeline(buffer: Buffer, plan: PipelinePlan) -> tuple[Pipeline, int]:
+    """The pipeline as the last checkpoint left it, and the journal cursor it had reached."""
+    cursor, state = await buffer.load_checkpoint()
+    snapshot = None
+    if state is not None:
+        try:
+            snapshot = json.loads(state)
+        except ValueError:
+            _log.error("pipeline_state_unreadable_starting_empty")
+    # The registry lives in the buffer: the pipeline works on a slice the link keeps loaded.
+    return Pipeline(plan, snapshot, ExpectedLink.new_slice()), cursor
+
+
+class PipelineFlow:
+    """Raw events in through a queue and the journal; movements out into the outbox, in order."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        buffer: Buffer,
+        pipeline: Pipeline,
+        *,
+        cursor: int,
+        render: Callable[[Movement, int], bytes],
+        kpis: KpiTracker,
+        on_committed: Callable[[], None],
+        expected: ExpectedLink,
+    ) -> None:
+        self.pipeline = pipeline
+        self.expected = expected
+        self._shared = shared
+        self._buffer = buffer
+        self._render = render
+        self._kpis = kpis
+        self._on_committed = on_committed
+        self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        expected.attach(pipeline, self._lock)
+        self._cursor = cursor
+        self._checkpointed_cursor = cursor
+        self._last_checkpoint_mono = 0.0
+        self._state_dirty = False
+        self._gaps_pending = True
+        self.log_notices()
+
+    @property
+    def cursor(self) -> int:
+        """The id of the last journal row the pipeline has taken."""
+        return self._cursor
+
+    async def ingest(self, event: RawEvent) -> None:
+        """Queue one event from a reader for the journal (waits while the queue is full)."""
+        await self._queue.put(event)
+
+    async def journal_loop(self) -> None:
+        """Append queued events to the journal in small batches, forever."""
+        batch_s = self._shared.config.buffer.journal_batch_ms / 1000
+        batch_max = self._shared.config.buffer.journal_batch_max
+        while True:
+            batch = [await self._queue.get()]
+            if not self._queue.empty():
+                # Busy: let a few milliseconds of reads gather into one transaction.
+                await asyncio.sleep(batch_s)
+            while len(batch) < batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await self._append(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def pipeline_loop(self) -> None:
+        """Run the pipeline when new rows are journaled, and on every tick to close visits."""
+        monotonic = self._shared.monotonic
+        self._wakeup.set()  # a restart may have journaled rows past the checkpoint
+        last_read = monotonic()
+        while True:
+            woken = True
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=PIPELINE_TICK_S)
+            except TimeoutError:
+                woken = False
+            self._wakeup.clear()
+            # A tick with no new events only closes visits: no need to ask SQLite.
+            read_journal = woken or monotonic() - last_read >= JOURNAL_READ_EVERY_S
+            if read_journal:
+                last_read = monotonic()
+            await self.step(read_journal=read_journal)
+
+    async def step(self, *, read_journal: bool = True) -> None:
+        """One pass: new journal rows through the pipeline, then checkpoint if anything changed."""
+        async with self._lock:
+            await self._step_locked(read_journal=read_journal)
+
+    async def settle(self) -> None:
+        """Wait until every queued event is journaled, then turn it into movements."""
+        await self._queue.join()
+        await self.step()
+
+    async def drain(self) -> None:
+        """At shutdown: journal what is still queued, run the pipeline once more, checkpoint."""
+        leftovers: list[RawEvent] = []
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+        if leftovers:
+            await self._append(leftovers)
+        await self.step()
+        await self._checkpoint([])
+
+    async def apply_expected_returns(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Change the expected-returns registry; durable before this returns."""
+        # Each chunk is its own transaction in the buffer, taken between pipeline steps.
+        return await self.expected.announce(body)
+
+    def log_notices(self) -> None:
+        """Count and log what the pipeline noticed since the last call."""
+        for notice in self.pipeline.take_notices():
+            self._shared.tallies.counters[f"notice_{notice.event}"] += 1
+            _log.info(notice.event, station=notice.station, **dict(notice.fields))
+
+    async def _append(self, batch: list[RawEvent]) -> None:
+        counters = self._shared.tallies.counters
+        try:
+            await self._buffer.append_raw(batch)
+            counters["raw_events_journaled"] += len(batch)
+        except OutboxFull as exc:
+            counters["raw_events_refused"] += len(batch)
+            self._gaps_pending = True
+            _log.warning(
+                "input_refused_buffer_full",
+                events=len(batch),
+                needed_bytes=exc.needed_bytes,
+                budget_bytes=exc.budget_bytes,
+            )
+        self._wakeup.set()
+
+    async def _step_locked(self, *, read_journal: bool) -> None:
+        monotonic = self._shared.monotonic
+        movements: list[Movement] = []
+        while read_journal:
+            rows = await self._buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+            await self.expected.prefetch([event for _, event in rows])
+            for journal_id, event in rows:
+                movements.extend(self.pipeline.feed(event, monotonic()))
+                self._cursor = journal_id
+            if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
+                break
+        if not read_journal:
+            await self.expected.prefetch([])  # visits closing now may need what was dropped
+        movements.extend(self.pipeline.tick(monotonic(), self._shared.clock()))
+        gaps: list[Gap] = []
+        if self._gaps_pending:
+            gaps = await self._buffer.unreported_gaps()
+            self._gaps_pending = False
+            movements.extend(_gap_movement(self._shared.config.gateway.id, gap) for gap in gaps)
+        self.log_notices()
+        now = monotonic()
+        due = (
+            self._cursor != self._checkpointed_cursor
+            and now - self._last_checkpoint_mono >= CHECKPOINT_EVERY_S
+        )
+        if movements or due or self._state_dirty:
+            await self._checkpoint(movements, gaps)
+
+    async def _checkpoint(self, movements: list[Movement], gaps: Sequence[Gap] = ()) -> None:
+        state = json.dumps(self.pipeline.snapshot(), separators=(",", ":")).encode()
+        seqs = await self._buffer.commit_pipeline(
+            movements,
+            cursor=self._cursor,
+            state=state,
+            render=self._render,
+            gaps_reported=[gap.gap_id for gap in gaps],
+            # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
+            also=self.expected.updates_writer(),
+        )
+        self._last_checkpoint_mono = self._shared.monotonic()
+        self._checkpointed_cursor = self._cursor
+        self._state_dirty = False
+        if seqs:
+            tallies = self._shared.tallies
+            for movement in movements:
+                tallies.movements_by_type[movement.type] += 1
+            self._kpis.add_committed(movements, seqs, self._shared.clock())
+            tallies.counters["movements"] += len(seqs)
+            self._on_committed()
+
+
+def _gap_movement(gateway_id: str, gap: Gap) -> Movement:
+    return Movement(
+        id=movement_id(gateway_id, f"gap:{gap.gap_id}", "", "gap", gap.first_at_s),
+        type="gap",
+        occurred_at_s=gap.last_at_s,
+        station="",
+        item=Item(code=f"gap-{gap.gap_id}"),
+        evidence=Evidence(
+            source="system",
+            reader="buffer",
+            first_seen_s=gap.first_at_s,
+            last_seen_s=gap.last_at_s,
+        ),
+        detail=(
+            ("refused_events", str(gap.refused_events)),
+            ("reason", gap.reason),
+        ),
+    )

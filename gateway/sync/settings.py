@@ -1,0 +1,61 @@
+"""Plain frozen settings for the broker link and the forwarder (the config builds them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+SESSION_EXPIRY_S = 3600
+MAX_PACKET_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS to the broker; the CA and hostname are verified unless `insecure_skip_verify`."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The Last Will the broker publishes when the link dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """Everything one connection needs; the password is never shown in repr or logs."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    will: Will | None = None
+    connect_timeout_s: float = 10.0
+    session_expiry_s: int = SESSION_EXPIRY_S
+    max_packet_bytes: int = MAX_PACKET_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderSettings:
+    """How the forwarder publishes and reconnects (it sets the Last Will on `link` itself)."""
+
+    link: LinkSettings
+    delivery: Literal["broker", "wms"] = "broker"
+    max_inflight: int = 100
+    ack_timeout_s: float = 30.0
+    stall_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    status_interval_s: float = 30.0
