@@ -116,8 +116,8 @@ class ExpectedStore:
         With `reload=False` (the caller holds changes not yet written) only `missing` is read
         and the version reported is `known_version`, so the reload happens on a later call.
         """
-        return await self._buffer.run_read(
-            lambda conn: _fetch(conn, keys, missing, known_version, reload=reload)
+        return await self._buffer.run_transaction(
+            lambda conn: _fetch(conn, keys, missing, known_version, reload=reload), read=True
         )
 
     async def announce(
@@ -156,7 +156,7 @@ class ExpectedStore:
                 [],
             )
             async with locked():
-                outcome = await self._buffer.run_write(
+                outcome = await self._buffer.run_transaction(
                     functools.partial(write_parsed, parsed=part, offset=start, replace_gen=gen)
                 )
                 if after_chunk is not None:
@@ -167,7 +167,7 @@ class ExpectedStore:
         if gen is not None and parsed.refused:
             # A refused entry of a replace must not cost the RMA already stored under its name.
             names = [r.rma for r in parsed.refused if r.rma is not None]
-            await self._buffer.run_write(lambda conn: keep_generation(conn, names, gen))
+            await self._buffer.run_transaction(lambda conn: keep_generation(conn, names, gen))
         if gen is not None:
             await self.finish_replace(gen, guard=guard, after_chunk=after_chunk)
             outcome = None
@@ -182,13 +182,13 @@ class ExpectedStore:
 
     async def begin_replace(self) -> int:
         """Start a replace: the generation its chunks stamp on the RMAs they carry."""
-        return await self._buffer.run_write(begin_replace)
+        return await self._buffer.run_transaction(begin_replace)
 
     async def apply_chunk(
         self, body: dict[str, Any], offset: int, replace_gen: int | None = None
     ) -> ChunkOutcome:
         """One transaction: parse `body` entry by entry and store it (refusal indexes + offset)."""
-        return await self._buffer.run_write(
+        return await self._buffer.run_transaction(
             functools.partial(apply_body, body=body, offset=offset, replace_gen=replace_gen)
         )
 
@@ -204,7 +204,7 @@ class ExpectedStore:
         total = 0
         while True:
             async with locked():
-                deleted = await self._buffer.run_write(
+                deleted = await self._buffer.run_transaction(
                     lambda conn: delete_older(conn, gen, DELETE_CHUNK_RMAS)
                 )
                 if after_chunk is not None:
@@ -225,7 +225,7 @@ class ExpectedStore:
         locked = guard or _no_guard
         while True:
             async with locked():
-                swept = await self._buffer.run_write(
+                swept = await self._buffer.run_transaction(
                     lambda conn: sweep_rows(conn, now_s, SWEEP_CHUNK_RMAS)
                 )
                 if swept and after_chunk is not None:
@@ -236,7 +236,7 @@ class ExpectedStore:
 
     async def stats(self, now_s: float | None = None) -> ExpectedStats:
         """Counters, and (with `now_s`) how many RMAs are past their expiry but not yet swept."""
-        return await self._buffer.run_read(lambda conn: _stats(conn, now_s))
+        return await self._buffer.run_transaction(lambda conn: _stats(conn, now_s), read=True)
 
     async def import_rmas(self, rmas: Sequence[Rma]) -> int:
         """Store RMAs with what already arrived of them (a registry from an older snapshot)."""
@@ -249,7 +249,7 @@ class ExpectedStore:
             counters.save(conn)
             return len(rmas)
 
-        return await self._buffer.run_write(write)
+        return await self._buffer.run_transaction(write)
 
 
 def write_updates(conn: sqlite3.Connection, updates: ExpectedUpdates) -> None:

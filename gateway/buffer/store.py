@@ -148,14 +148,13 @@ class Buffer:
             self._tx.commit, list(movements), cursor, state, render, list(gaps_reported), also
         )
 
-    async def run_write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `fn(conn)` in one write transaction on the connection thread (buffer modules)."""
-        self._writable()
-        return await self._call(self._tx.run, fn, False)
-
-    async def run_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `fn(conn)` in one read transaction on the connection thread (buffer modules)."""
-        return await self._call(self._tx.run, fn, True)
+    async def run_transaction(
+        self, fn: Callable[[sqlite3.Connection], _T], *, read: bool = False
+    ) -> _T:
+        """Run `fn(conn)` in one transaction on the connection thread (other buffer modules)."""
+        if not read:
+            self._writable()
+        return await self._call(self._tx.run, fn, read)
 
     async def pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
         """Undelivered rows with seq > `after_seq`, ascending, at most `limit`."""

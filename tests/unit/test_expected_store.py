@@ -134,7 +134,7 @@ def test_receipt_updates_reach_the_rows_and_a_slice_sees_them(tmp_path: Path) ->
             assert match is not None
             outcomes.append(registry.receive(match, item.key, serialised=item.epc is not None))
         updates = registry.take_updates()
-        await buffer.run_write(lambda conn: write_updates(conn, updates))
+        await buffer.run_transaction(lambda conn: write_updates(conn, updates))
         stats = await store.stats()
         fresh = ExpectedReturns()
         again = await store.fetch(keys, keys, None)
@@ -180,7 +180,7 @@ def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
         assert match is not None
         registry.receive(match, EPC, serialised=True)
         updates = registry.take_updates()
-        await buffer.run_write(lambda conn: write_updates(conn, updates))
+        await buffer.run_transaction(lambda conn: write_updates(conn, updates))
         await store.announce({"rmas": [{"rma": "R", "items": [{"epc": EPC}], "customer": "c"}]})
         again = await store.fetch(keys, keys, fetched.version)
         fresh = ExpectedReturns()
