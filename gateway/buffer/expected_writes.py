@@ -46,10 +46,12 @@ class Counters:
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> Counters:
+        """The counters as stored."""
         row = conn.execute(_SELECT_COUNTERS).fetchone()
         return cls(*(int(v) for v in row))
 
     def save(self, conn: sqlite3.Connection) -> None:
+        """Store the counters (in the caller's transaction)."""
         conn.execute(
             "UPDATE expected_counters SET rmas = ?, open_rmas = ?, lines = ?, open_lines = ?,"
             " bytes = ?, expired_total = ?, gen = ?, version = ? WHERE one = 1",
@@ -73,6 +75,7 @@ _SELECT_COUNTERS = (
 
 
 def begin_replace(conn: sqlite3.Connection) -> int:
+    """Start a replace: bump and return the generation its chunks stamp on their RMAs."""
     counters = Counters.load(conn)
     counters.gen += 1
     counters.version += 1
@@ -99,6 +102,7 @@ def apply_body(
 
 
 def keep_generation(conn: sqlite3.Connection, names: list[str], gen: int) -> None:
+    """Stamp RMAs with `gen` so that the replace of `gen` keeps them."""
     conn.executemany("UPDATE expected_rmas SET gen = ? WHERE rma = ?", [(gen, n) for n in names])
 
 
@@ -267,6 +271,7 @@ def _delete(conn: sqlite3.Connection, counters: Counters, row: Sequence[Any]) ->
 
 
 def delete_older(conn: sqlite3.Connection, gen: int, limit: int) -> int:
+    """Delete up to `limit` RMAs of a generation before `gen`; how many."""
     rows = conn.execute(
         "SELECT id, completed, open_lines, size_b FROM expected_rmas WHERE gen < ? LIMIT ?",
         (gen, limit),
@@ -282,6 +287,7 @@ def delete_older(conn: sqlite3.Connection, gen: int, limit: int) -> int:
 
 
 def sweep_rows(conn: sqlite3.Connection, now_s: float, limit: int) -> int:
+    """Delete up to `limit` RMAs whose expiry is before `now_s`; how many."""
     rows = conn.execute(
         "SELECT id, completed, open_lines, size_b FROM expected_rmas"
         " WHERE expires_at_s IS NOT NULL AND expires_at_s < ? ORDER BY expires_at_s LIMIT ?",
