@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 
 from gateway.domain.signing import sign_command
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import DaemonProcess, wait_until, write_config
+from tests.support.daemon import ROOT, DaemonProcess, wait_until, write_config
 from tests.support.scans import gtin14, item_scan
 from tests.support.wms import Collector, publish, retained
 
@@ -121,3 +123,73 @@ def test_two_gateways_of_a_site_both_take_a_site_wide_announcement(tmp_path: Pat
 def _online(broker: Mosquitto, door: str) -> bool:
     payload = retained(broker.port, f"returns/{SITE}/{door}/status", timeout_s=1.0)
     return payload is not None and json.loads(payload).get("state") == "online"
+
+
+def test_cli_import_and_stats_beside_a_running_daemon(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "gateway.toml",
+        broker_port=broker.port,
+        state_dir=tmp_path / "state",
+        stations=[{"id": "door", "kind": "receiving"}],
+        readers=[
+            {
+                "kind": "tcp-scanner",
+                "id": "handhelds",
+                "listen": f"127.0.0.1:{port}",
+                "station": "door",
+            }
+        ],
+        gateway_id="dock-1",
+        site=SITE,
+    )
+    rows = ["rma,customer,epc,gtin,serial,qty,expires_at"]
+    for index in range(3000):
+        gtin, serial = _gtin_serial(index)
+        rows.append(f"RMA-{index // 2:05d},C-1,,{gtin},{serial},1,")
+    rows.append("RMA-BAD,C-1,,,,1,")  # an item with neither EPC nor GTIN: refused, line named
+    csv_path = tmp_path / "returns.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    collector = Collector(broker.port, [f"returns/{SITE}/+/movements"])
+    collector.start()
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        wait_until(lambda: _online(broker, "dock-1"), 30, "dock-1 online")
+        _scan(port, item_scan(1))  # before the import: nobody announced it
+        collector.wait_for(lambda c: len(c.received()) >= 1, 30, "the first receipt")
+        imported = _gateway("expected", "import", str(csv_path), "--config", str(config))
+        assert imported.returncode == 2, "a refused RMA makes the exit code 2"
+        result = json.loads(imported.stdout)
+        assert result["accepted"] == 1500
+        assert [(r["rma"], r["line"]) for r in result["refused"]] == [("RMA-BAD", 3002)]
+        _scan(port, item_scan(3))  # after the import: the running daemon sees it
+        collector.wait_for(lambda c: len(c.received()) >= 2, 30, "the second receipt")
+        stats = _gateway("expected", "stats", "--config", str(config))
+        assert stats.returncode == 0, stats.stderr
+        counts = json.loads(stats.stdout)
+        assert (counts["rmas"], counts["open_rmas"], counts["lines"]) == (1500, 1500, 3000)
+        assert daemon.alive()
+    finally:
+        if daemon.alive():
+            daemon.terminate()
+        collector.stop()
+        broker.stop()
+    got = [
+        (m.json()["item"]["serial"], m.json()["rma"], m.json()["expected"])
+        for m in collector.received()
+    ]
+    assert got == [("00000001", None, False), ("00000003", "RMA-00001", True)]
+
+
+def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=120,
+    )
