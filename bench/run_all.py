@@ -191,6 +191,7 @@ BENCHES: list[tuple[str, Callable[[Result], list[Result]]]] = [
     ("rfid", _rfid),
     ("pipeline", _passthrough),
     ("latency", _passthrough),
+    ("console", _passthrough),
 ]
 
 

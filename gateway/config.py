@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -265,6 +266,21 @@ class HealthSection(_Model):
     buffer_full_share: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
+class ConsoleSection(_Model):
+    """The technicians' console on the health port; a non-loopback listen needs a password."""
+
+    password_env: str | None = None
+    update_interval_s: Annotated[float, Field(ge=0.1, le=10)] = 0.5
+    tags_in_view_max: Annotated[int, Field(ge=10, le=100_000)] = 5000
+    tag_expire_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    def password(self) -> str | None:
+        """The technicians' password from the environment, or None; never logged."""
+        if self.password_env is None:
+            return None
+        return os.environ.get(self.password_env) or None
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -273,6 +289,7 @@ class Config(_Model):
     buffer: BufferSection = BufferSection()
     patterns: PatternsSection = PatternsSection()
     health: HealthSection = HealthSection()
+    console: ConsoleSection = ConsoleSection()
     kpi: KpiSection = KpiSection()
     epcis: EpcisSection = EpcisSection()
     security: SecuritySection = SecuritySection()
@@ -311,6 +328,20 @@ class Config(_Model):
                             f"no station {station!r} in [[stations]]"
                         )
                         raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _remote_console_needs_password(self) -> Config:
+        if (
+            self.health.enabled
+            and self.console.password_env is None
+            and not is_loopback_listen(self.health.listen)
+        ):
+            msg = (
+                f"console.password_env: health.listen {self.health.listen!r} is not loopback: "
+                "name the environment variable with the technicians' password"
+            )
+            raise ValueError(msg)
         return self
 
     def station(self, station_id: str) -> StationSection:
@@ -360,6 +391,17 @@ def load_gs1_rules(dictionary: Path | None) -> RuleTable:
     return parse_syntax_dictionary(text)
 
 
+def is_loopback_listen(listen: str) -> bool:
+    """Whether a `host:port` listen binds to loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve anywhere: treat it as reachable from outside
+
+
 def _config_error(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
@@ -370,7 +412,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
-        if ": " in message and message.split(": ", 1)[0].startswith("readers."):
+        if ": " in message and message.split(": ", 1)[0].startswith(("readers.", "console.")):
             key, message = message.split(": ", 1)
     return ConfigError(key or "(top level)", message)
 

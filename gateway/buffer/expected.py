@@ -120,6 +120,19 @@ class ExpectedStore:
             lambda conn: _fetch(conn, keys, missing, known_version, reload=reload), read=True
         )
 
+    async def fetch_rmas(self, names: list[str]) -> list[Rma]:
+        """The stored RMAs of these names (a lookup by RMA)."""
+
+        def read(conn: sqlite3.Connection) -> list[Rma]:
+            found = []
+            for name in names:
+                row = conn.execute("SELECT id FROM expected_rmas WHERE rma = ?", (name,)).fetchone()
+                if row is not None:
+                    found.append(_load_rma(conn, int(row[0])))
+            return found
+
+        return await self._buffer.run_transaction(read, read=True)
+
     async def announce(
         self,
         command: dict[str, Any],

@@ -16,7 +16,8 @@ from typing import Any
 from gateway.buffer.expected import ExpectedStats, ExpectedStore, write_updates
 from gateway.daemon.shared import LOG_COMPONENT
 from gateway.domain.events import RawEvent
-from gateway.domain.expected import ExpectedReturns
+from gateway.domain.expected import ExpectedReturns, lookup_keys
+from gateway.domain.movements import Item
 from gateway.domain.pipeline import Pipeline
 from gateway.logs import get_logger
 
@@ -101,6 +102,17 @@ class ExpectedLink:
         )
         self.open_rmas = int(result.get("open", self.open_rmas))
         return result
+
+    async def lookup_registry(self, item: Item | None, rma: str) -> ExpectedReturns:
+        """A registry holding what a lookup needs: the RMAs `item` can match, or RMA `rma`."""
+        registry = ExpectedReturns()
+        if item is None:
+            registry.load(await self.store.fetch_rmas([rma.strip()]), [])
+        else:
+            keys = set(lookup_keys(item))
+            fetched = await self.store.fetch(keys, keys, None)
+            registry.load(fetched.rmas, fetched.keys)
+        return registry
 
     async def stats(self) -> ExpectedStats:
         """The registry's counters."""

@@ -11,7 +11,7 @@ from gateway.buffer.store import Buffer, Gap
 from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.shared import LOG_COMPONENT, Shared
-from gateway.domain.events import RawEvent
+from gateway.domain.events import RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan
 from gateway.errors import OutboxFull
@@ -80,6 +80,9 @@ class PipelineFlow:
 
     async def ingest(self, event: RawEvent) -> None:
         """Queue one event from a reader for the journal (waits while the queue is full)."""
+        if isinstance(event, TagRead):
+            # The console's live view: a few counters, no clock, no decoding.
+            self._shared.tallies.tags_in_view.observe(event)
         await self._queue.put(event)
 
     async def journal_loop(self) -> None:
@@ -147,7 +150,11 @@ class PipelineFlow:
         """Count and log what the pipeline noticed since the last call."""
         for notice in self.pipeline.take_notices():
             self._shared.tallies.counters[f"notice_{notice.event}"] += 1
-            _log.info(notice.event, station=notice.station, **dict(notice.fields))
+            fields = dict(notice.fields)
+            self._shared.tallies.activity.add_notice(
+                notice.event, notice.station, fields, self._shared.clock()
+            )
+            _log.info(notice.event, station=notice.station, **fields)
 
     async def _append(self, batch: list[RawEvent]) -> None:
         counters = self._shared.tallies.counters
@@ -209,6 +216,7 @@ class PipelineFlow:
         self._state_dirty = False
         if seqs:
             tallies = self._shared.tallies
+            tallies.activity.add_movements(movements, seqs)
             for movement in movements:
                 tallies.movements_by_type[movement.type] += 1
             self._kpis.add_committed(movements, seqs, self._shared.clock())

@@ -208,6 +208,28 @@ class ExpectedReturns:
                 hit = candidates[0]
         return None if hit is None else Match(rma=hit[0], line=hit[1])
 
+    def describe(self, rma_id: str) -> dict[str, Any] | None:
+        """An announced RMA as plain data: its lines, what arrived of each, complete or not."""
+        rma = self._rmas.get(rma_id)
+        if rma is None:
+            return None
+        return {
+            "rma": rma.rma,
+            "customer": rma.customer,
+            "expires_at_s": rma.expires_at_s,
+            "completed": rma.completed,
+            "lines": [
+                {
+                    "epc": line.epc,
+                    "gtin": line.gtin,
+                    "serial": line.serial,
+                    "qty": line.qty,
+                    "received": count,
+                }
+                for line, count in zip(rma.lines, rma.line_counts, strict=True)
+            ],
+        }
+
     def contains(self, rma_id: str) -> bool:
         """Whether this RMA was announced."""
         return rma_id in self._rmas

@@ -278,12 +278,28 @@ class Pipeline:
     def _visit(self, station: StationPlan, visit: Visit) -> list[Movement]:
         if visit.stray:
             self.counters["strays"] += 1
-            self._notice("stray_tag", station.id, epc=visit.epc_hex, reason=visit.reason)
+            self._notice(
+                "stray_tag",
+                station.id,
+                epc=visit.epc_hex,
+                reason=visit.reason,
+                reader=visit.reader,
+                zones=list(visit.zones),
+                reads=visit.reads,
+                peak_rssi_dbm=visit.peak_rssi_dbm,
+            )
             return []
         if visit.direction in ("in-out", "out-in"):
             self.counters["reversed_passages"] += 1
             self._notice(
-                "passage_reversed", station.id, epc=visit.epc_hex, direction=visit.direction
+                "passage_reversed",
+                station.id,
+                epc=visit.epc_hex,
+                direction=visit.direction,
+                reader=visit.reader,
+                zones=list(visit.zones),
+                reads=visit.reads,
+                confidence=round(visit.confidence, 3),
             )
             return []
         direction: Direction = (
