@@ -28,18 +28,15 @@ def rma(name: str, serial: str, **extra: Any) -> dict[str, Any]:
     return {"rma": name, "items": [{"gtin": "80614141123458", "serial": serial}], **extra}
 
 
-def with_store(path: Path, body: Callable[[ExpectedStore, Buffer], Awaitable[_T]]) -> _T:
-    async def scenario() -> _T:
-        buffer = await Buffer.open(path, max_bytes=BIG)
-        try:
-            return await body(ExpectedStore(buffer), buffer)
-        finally:
-            await buffer.close()
-
-    return asyncio.run(scenario())
+async def with_store(path: Path, body: Callable[[ExpectedStore, Buffer], Awaitable[_T]]) -> _T:
+    buffer = await Buffer.open(path, max_bytes=BIG)
+    try:
+        return await body(ExpectedStore(buffer), buffer)
+    finally:
+        await buffer.close()
 
 
-def test_malformed_entries_are_refused_by_index_and_the_rest_applied(tmp_path: Path) -> None:
+async def test_malformed_entries_are_refused_by_index_and_the_rest_applied(tmp_path: Path) -> None:
     async def body(store: ExpectedStore, _: Buffer) -> dict[str, Any]:
         await store.announce({"action": "add", "rmas": [rma("KEEP", "1")]})
         return await store.announce(
@@ -55,7 +52,7 @@ def test_malformed_entries_are_refused_by_index_and_the_rest_applied(tmp_path: P
             }
         )
 
-    result = with_store(tmp_path / "b.sqlite3", body)
+    result = await with_store(tmp_path / "b.sqlite3", body)
     assert result["accepted"] == 2
     assert [(r["index"], r["rma"]) for r in result["refused"]] == [
         (1, None),
@@ -66,7 +63,7 @@ def test_malformed_entries_are_refused_by_index_and_the_rest_applied(tmp_path: P
     assert result["open"] == 3, "KEEP stays, A and C are added"
 
 
-def test_a_malformed_command_as_a_whole_changes_nothing(tmp_path: Path) -> None:
+async def test_a_malformed_command_as_a_whole_changes_nothing(tmp_path: Path) -> None:
     async def body(store: ExpectedStore, _: Buffer) -> int:
         await store.announce({"rmas": [rma("KEEP", "1")]})
         for bad in ({"action": "explode", "rmas": []}, {"rmas": "x"}, {"rma": 5}):
@@ -74,10 +71,10 @@ def test_a_malformed_command_as_a_whole_changes_nothing(tmp_path: Path) -> None:
                 await store.announce(bad)
         return (await store.stats()).rmas
 
-    assert with_store(tmp_path / "b.sqlite3", body) == 1
+    assert await with_store(tmp_path / "b.sqlite3", body) == 1
 
 
-def test_chunked_add_replace_cancel_and_counters(
+async def test_chunked_add_replace_cancel_and_counters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(expected_store, "ANNOUNCE_CHUNK_RMAS", 7)
@@ -98,7 +95,7 @@ def test_chunked_add_replace_cancel_and_counters(
         cancelled = await store.announce({"action": "cancel", "rmas": ["R45", "NOPE", 7]})
         return [added, again, after_add, replaced, after_replace, cancelled, await store.stats()]
 
-    added, again, after_add, replaced, after_replace, cancelled, final = with_store(
+    added, again, after_add, replaced, after_replace, cancelled, final = await with_store(
         tmp_path / "b.sqlite3", body
     )
     assert len(chunks) == 8, "50 RMAs in chunks of 7"
@@ -113,7 +110,7 @@ def test_chunked_add_replace_cancel_and_counters(
     assert final.estimated_bytes > 0
 
 
-def test_receipt_updates_reach_the_rows_and_a_slice_sees_them(tmp_path: Path) -> None:
+async def test_receipt_updates_reach_the_rows_and_a_slice_sees_them(tmp_path: Path) -> None:
     async def body(store: ExpectedStore, buffer: Buffer) -> tuple[Any, ...]:
         await store.announce(
             {
@@ -143,14 +140,16 @@ def test_receipt_updates_reach_the_rows_and_a_slice_sees_them(tmp_path: Path) ->
         match = fresh.match(unit)
         return outcomes, stats, match, fresh.receive(match, unit.key, serialised=False)  # type: ignore[arg-type]
 
-    outcomes, stats, match, next_unit = with_store(tmp_path / "b.sqlite3", body)
+    outcomes, stats, match, next_unit = await with_store(tmp_path / "b.sqlite3", body)
     assert outcomes == [("new", False), ("new", False), ("new", True)]
     assert (stats.rmas, stats.open_rmas, stats.lines, stats.open_lines) == (2, 1, 3, 1)
     assert match.rma == "R2", "R1's quantity line is full on disk: the next unit goes to R2"
     assert next_unit == ("new", True)
 
 
-def test_expiry_sweep_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_expiry_sweep_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(expected_store, "SWEEP_CHUNK_RMAS", 4)
     batches: list[int] = []
 
@@ -162,14 +161,14 @@ def test_expiry_sweep_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.Mon
         swept = await store.sweep_expired(1_790_000_000.0, after_chunk=lambda: batches.append(1))
         return waiting, swept, await store.stats(now_s=1_790_000_000.0)
 
-    waiting, swept, after = with_store(tmp_path / "b.sqlite3", body)
+    waiting, swept, after = await with_store(tmp_path / "b.sqlite3", body)
     assert waiting.expired_waiting == 10
     assert swept == 10
     assert len(batches) == 3
     assert (after.rmas, after.expired_total, after.expired_waiting) == (4, 10, 0)
 
 
-def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
+async def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
     async def body(store: ExpectedStore, buffer: Buffer) -> tuple[Any, ...]:
         await store.announce({"rmas": [{"rma": "R", "items": [{"epc": EPC}]}]})
         registry = ExpectedReturns(track_updates=True)
@@ -189,13 +188,13 @@ def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
         assert match is not None
         return again.all_keys, fresh.receive(match, EPC, serialised=True), await store.stats()
 
-    all_keys, outcome, stats = with_store(tmp_path / "b.sqlite3", body)
+    all_keys, outcome, stats = await with_store(tmp_path / "b.sqlite3", body)
     assert all_keys, "the announcement changed the version: a slice must reload everything"
     assert outcome == ("duplicate", False)
     assert (stats.open_rmas, stats.open_lines) == (0, 0)
 
 
-def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
+async def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
     tmp_path: Path,
 ) -> None:
     old = ExpectedReturns()
@@ -215,7 +214,7 @@ def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
         fetched = await store.fetch(keys, keys, None)
         return moved, again, await store.stats(), fetched.rmas, pipeline.snapshot()
 
-    moved, again, stats, rmas, new_snapshot = with_store(tmp_path / "b.sqlite3", body)
+    moved, again, stats, rmas, new_snapshot = await with_store(tmp_path / "b.sqlite3", body)
     assert (moved, again) == (1, 0)
     assert (stats.rmas, stats.lines, stats.open_lines) == (1, 2, 1)
     assert rmas[0].line_counts == [1, 0]
