@@ -74,7 +74,7 @@ class BenchSource:
     async def apply_profile(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "outcome": "invalid", "reason": "bench"}
 
-    def expected_returns(self) -> ExpectedReturns | None:
+    async def expected_returns(self, query: str) -> ExpectedReturns | None:  # noqa: ARG002 - the Protocol's signature
         return None
 
 

@@ -151,6 +151,23 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sink.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     sink.set_defaults(handler=_cmd_wms_sink)
 
+    expected = sub.add_parser("expected", help="expected returns stored in the buffer")
+    expected_sub = expected.add_subparsers(dest="expected_command", required=True)
+    expected_import = expected_sub.add_parser(
+        "import", help="announce the RMAs of a CSV (works beside a running daemon)"
+    )
+    expected_import.add_argument(
+        "file", type=Path, help="CSV: rma,customer,epc,gtin,serial,qty,expires_at"
+    )
+    expected_import.add_argument("--config", required=True, type=Path)
+    expected_import.add_argument(
+        "--replace", action="store_true", help="the CSV is the whole set: drop RMAs not in it"
+    )
+    expected_import.set_defaults(handler=_cmd_expected_import)
+    expected_stats = expected_sub.add_parser("stats", help="open RMAs, open lines, expired, bytes")
+    expected_stats.add_argument("--config", required=True, type=Path)
+    expected_stats.set_defaults(handler=_cmd_expected_stats)
+
     status = sub.add_parser("status", help="buffer and reader state for a person")
     status.add_argument("--config", required=True, type=Path)
     status.set_defaults(handler=_cmd_status)
@@ -360,6 +377,22 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return EXIT_OK
+
+
+def _cmd_expected_import(args: argparse.Namespace) -> int:
+    from gateway.expected_cli import import_cli  # noqa: PLC0415
+
+    try:
+        return import_cli(args.file, args.config, replace=args.replace)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _cmd_expected_stats(args: argparse.Namespace) -> int:
+    from gateway.expected_cli import stats_cli  # noqa: PLC0415
+
+    return stats_cli(args.config)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ def lookup(
 ) -> dict[str, Any]:
     """What the gateway knows of this RMA or item: the announcement, arrivals, where it was seen."""
     text = query.strip()[:QUERY_MAX_CHARS]
-    item = _item(text)
+    item = query_item(text)
     result: dict[str, Any] = {"query": text, "kind": "rma" if item is None else "item"}
     if item is None:
         rma = registry.describe(text) if registry is not None else None
@@ -58,6 +58,11 @@ def lookup(
         ],
     )
     return result
+
+
+def query_item(text: str) -> Item | None:
+    """The item a lookup query names (None: the query is an RMA)."""
+    return _item(text.strip()[:QUERY_MAX_CHARS])
 
 
 def _item(text: str) -> Item | None:

@@ -45,6 +45,6 @@ class ConsoleSource(Protocol):
         """Apply with capability checks, rollback and audit; InputError for a bad request."""
         ...
 
-    def expected_returns(self) -> ExpectedReturns | None:
-        """The registry of announced returns (None before the pipeline runs)."""
+    async def expected_returns(self, query: str) -> ExpectedReturns | None:
+        """The announced returns a lookup of `query` can concern (None before the daemon runs)."""
         ...

@@ -378,14 +378,9 @@ class Console:
         query = request.query.get("q", "")
         if not query.strip():
             return _error(400, "give an RMA, an EPC, or a GTIN and serial")
-        return _json(
-            lookup(
-                query,
-                self._source.expected_returns(),
-                self._source.activity,
-                self._source.tags,
-            )
-        )
+        # The registry is in the buffer: the source reads the rows this query can concern.
+        registry = await self._source.expected_returns(query)
+        return _json(lookup(query, registry, self._source.activity, self._source.tags))
 
 
 def _feed_ended(task: asyncio.Task[None]) -> None:

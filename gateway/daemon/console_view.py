@@ -10,6 +10,7 @@ from typing import Any
 from gateway.buffer.keys import PROFILE_HISTORY_KEY
 from gateway.config import Config, is_loopback_listen
 from gateway.console.activity import RecentActivity
+from gateway.console.lookup import query_item
 from gateway.console.tags import TagsInView
 from gateway.console.web import Console
 from gateway.daemon.running import Running
@@ -61,9 +62,9 @@ class DaemonConsoleView:
         """The daemon's own apply: capability checks, rollback, history, event."""
         return await self._running.switcher.apply(request)
 
-    def expected_returns(self) -> ExpectedReturns | None:
-        """The pipeline's registry of announced returns."""
-        return self._running.flow.pipeline.expected
+    async def expected_returns(self, query: str) -> ExpectedReturns | None:
+        """The RMA named by `query`, or those its item can match, read from the buffer."""
+        return await self._running.flow.expected.lookup_registry(query_item(query), query)
 
 
 def console_for(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.buffer.store import Buffer, Gap
+from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.shared import LOG_COMPONENT, Shared
 from gateway.domain.events import RawEvent, TagRead
@@ -35,7 +36,8 @@ async def restore_pipeline(buffer: Buffer, plan: PipelinePlan) -> tuple[Pipeline
             snapshot = json.loads(state)
         except ValueError:
             _log.error("pipeline_state_unreadable_starting_empty")
-    return Pipeline(plan, snapshot), cursor
+    # The registry lives in the buffer: the pipeline works on a slice the link keeps loaded.
+    return Pipeline(plan, snapshot, ExpectedLink.new_slice()), cursor
 
 
 class PipelineFlow:
@@ -51,8 +53,10 @@ class PipelineFlow:
         render: Callable[[Movement, int], bytes],
         kpis: KpiTracker,
         on_committed: Callable[[], None],
+        expected: ExpectedLink,
     ) -> None:
         self.pipeline = pipeline
+        self.expected = expected
         self._shared = shared
         self._buffer = buffer
         self._render = render
@@ -61,6 +65,7 @@ class PipelineFlow:
         self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
+        expected.attach(pipeline, self._lock)
         self._cursor = cursor
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
@@ -138,11 +143,8 @@ class PipelineFlow:
 
     async def apply_expected_returns(self, body: dict[str, Any]) -> dict[str, Any]:
         """Change the expected-returns registry; durable before this returns."""
-        result = self.pipeline.apply_expected_returns(body)
-        # Durable before the reply: the checkpoint carries the registry.
-        self._state_dirty = True
-        await self.step()
-        return result
+        # Each chunk is its own transaction in the buffer, taken between pipeline steps.
+        return await self.expected.announce(body)
 
     def log_notices(self) -> None:
         """Count and log what the pipeline noticed since the last call."""
@@ -175,11 +177,14 @@ class PipelineFlow:
         movements: list[Movement] = []
         while read_journal:
             rows = await self._buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+            await self.expected.prefetch([event for _, event in rows])
             for journal_id, event in rows:
                 movements.extend(self.pipeline.feed(event, monotonic()))
                 self._cursor = journal_id
             if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
                 break
+        if not read_journal:
+            await self.expected.prefetch([])  # visits closing now may need what was dropped
         movements.extend(self.pipeline.tick(monotonic(), self._shared.clock()))
         gaps: list[Gap] = []
         if self._gaps_pending:
@@ -203,6 +208,8 @@ class PipelineFlow:
             state=state,
             render=self._render,
             gaps_reported=[gap.gap_id for gap in gaps],
+            # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
+            also=self.expected.updates_writer(),
         )
         self._last_checkpoint_mono = self._shared.monotonic()
         self._checkpointed_cursor = self._cursor

@@ -103,6 +103,12 @@ class Daemon:
             raise InputError("profile-apply", "the daemon is not running")
         return await self._running.switcher.apply(request)
 
+    async def announce_expected(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply an `expected-returns` command as if it came over MQTT (the demo without broker)."""
+        if self._running is None:
+            raise InputError("expected-returns", "the daemon is not running")
+        return await self._running.flow.apply_expected_returns(command)
+
     def health(self) -> dict[str, object]:
         """Health for the status topic and the health endpoint."""
         forwarder = self._running.forwarder if self._running is not None else None
@@ -200,6 +206,8 @@ class Daemon:
                 group.create_task(upkeep.retention_loop(), name="retention")
                 group.create_task(upkeep.kpi_loop(), name="kpi")
                 group.create_task(upkeep.verify_buffer(), name="buffer-verify")
+                group.create_task(running.commands.announce_loop(), name="expected-announce")
+                group.create_task(flow.expected.sweep_loop(shared.clock), name="expected-sweep")
                 for reader, slot in zip(self.config.readers, self.slots, strict=True):
                     factory = driver_factory(
                         reader,

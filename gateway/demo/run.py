@@ -15,6 +15,7 @@ from rich.console import Console
 
 from gateway.config import Config, parse_config
 from gateway.daemon import Daemon
+from gateway.demo.announce import announce
 from gateway.demo.broker import Broker, choose_broker
 from gateway.demo.screen import keys, watch
 from gateway.demo.script import HANDHELDS, STATIONS, Show, chaos, handhelds
@@ -79,6 +80,7 @@ async def _demo(
         daemon = Daemon(config, install_signals=True)
         run_task = asyncio.create_task(daemon.run(), name="daemon")
         helpers = [
+            asyncio.create_task(announce(daemon, sink, scenario, show), name="announce"),
             asyncio.create_task(handhelds(scanner_port, show), name="handhelds"),
             asyncio.create_task(keys(broker, simulator, show), name="keys"),
         ]

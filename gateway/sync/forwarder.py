@@ -298,6 +298,7 @@ class Forwarder:
         try:
             topics = self._topics
             filters = [topics.ack, topics.cmd_filter, topics.scans_filter]
+            filters.append(topics.site_expected_returns)
             codes = await link.subscribe(filters)
             for topic, code in zip(filters, codes, strict=False):
                 if code >= 0x80:

@@ -146,7 +146,7 @@ async def _announce_then_run(
     """Announce with a daemon that has no reader, then restart it with the replay reader.
 
     The replay reader starts at boot, so announcing first to a reader-less daemon is the one
-    order that cannot race; the expected returns survive the restart in the pipeline checkpoint.
+    order that cannot race; the expected returns survive the restart in the buffer.
     """
     config = _config(tmp_path, broker, None, mqtt=mqtt)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")

@@ -163,7 +163,7 @@ class _Source:
     async def apply_profile(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False}
 
-    def expected_returns(self) -> ExpectedReturns | None:
+    async def expected_returns(self, query: str) -> ExpectedReturns | None:
         return None
 
 
