@@ -69,6 +69,8 @@ port = 4
 power_dbm = 27.0
 """
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Everything journaled and processed and no receipt for this long: the missing ones never come.
+QUIET_S = 5.0
 # Shares of the profile: a frame belongs to the first group whose marker it contains, leaf first.
 _PROFILE_GROUPS = (
     ("sllurp decode", ("sllurp/", "llrp/lean_decode", "llrp/driver", "llrp/mapping")),
@@ -273,16 +275,20 @@ def _drive(
         # Catch up: every read sent journaled, the cursor at the end, every receipt published.
         caught_up = False
         deadline = time.monotonic() + 120
+        receipts, changed_at = -1, time.monotonic()
         while time.monotonic() < deadline:
             probe.sample()
-            receipts = _count_receipts(collector)
-            if (
-                probe.reads >= sim.record.tag_reads_sent
-                and probe.cursor >= probe.last_id
-                and receipts >= pallet_items
-            ):
+            journal_done = (
+                probe.reads >= sim.record.tag_reads_sent and probe.cursor >= probe.last_id
+            )
+            now_receipts = _count_receipts(collector)
+            if now_receipts != receipts:
+                receipts, changed_at = now_receipts, time.monotonic()
+            if journal_done and receipts >= pallet_items:
                 caught_up = True
                 break
+            if journal_done and time.monotonic() - changed_at > QUIET_S:
+                break  # all read and processed, yet receipts missing: said in the result
             time.sleep(0.1)
         cpu_total = cpu_s(daemon_pid) - cpu0
         wall_total = time.monotonic() - wall0
@@ -296,6 +302,8 @@ def _drive(
                 proc.kill()
                 proc.wait()
         log.close()
+        if args.keep_log:
+            shutil.copy(workdir / "daemon.log", args.keep_log)
     probe.sample()
     movements = [r.json() for r in collector.received()]
     kinds = Counter(m["type"] for m in movements)
@@ -386,6 +394,7 @@ def main() -> int:
     parser.add_argument("--strays", type=int, default=40)
     parser.add_argument("--sample-every-s", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, help="py-spy raw output file")
+    parser.add_argument("--keep-log", type=Path, help="copy the daemon's log here")
     parser.add_argument("--quick", action="store_true", help="20 s of scenario")
     args = parser.parse_args()
     if args.quick:

@@ -14,7 +14,7 @@ from sllurp.llrp import LLRPMessage
 from gateway.domain.events import TagRead
 from gateway.errors import FrameError
 from gateway.readers.llrp import frames as f
-from gateway.readers.llrp.mapping import map_report, map_reported, map_tag
+from gateway.readers.llrp.mapping import KEEP_STRONGEST, map_report, map_reported, map_tag
 from gateway.readers.llrp.simulator import replay_frames
 from gateway.readers.llrp.tag_reports import (
     ReportedTag,
@@ -162,41 +162,84 @@ def _tag(epc: str, antenna: int, rssi: int | None, last_us: int, count: int | No
     return ReportedTag(epc, antenna, rssi, 5, last_us - 100, last_us, count)
 
 
-def test_repeats_of_a_tag_on_an_antenna_collapse_into_one_read() -> None:
+def test_few_repeats_pass_unchanged_in_arrival_order() -> None:
     t0 = int(NOW_S * 1e6)
-    report = map_report(
-        [
-            _tag("AA01", 1, -60, t0, 2),
-            _tag("AA01", 2, -50, t0 + 1000, 1),
-            _tag("AA01", 1, -48, t0 + 2000, None),
-            _tag("BB02", 1, None, t0 + 3000, 3),
-            _tag("", 1, -40, t0, 1),
-            _tag("AA01", 1, -55, t0 + 1500, 4),
-        ],
-        reader="r",
-        station="s",
-        received_at_s=NOW_S,
-    )
-    assert report.rejected == 1
-    assert not any(m.clock_replaced for m in report.reads)
-    reads = [m.read for m in report.reads]
-    by_key = {(r.epc_hex, r.antenna): r for r in reads}
-    assert [(r.epc_hex, r.antenna) for r in reads] == [("AA01", 1), ("AA01", 2), ("BB02", 1)]
-    first = by_key["AA01", 1]
-    assert first.read_count == 2 + 1 + 4
-    assert first.rssi_dbm == -48.0
-    assert first.at_s == pytest.approx((t0 + 2000) / 1e6)
-    assert by_key["AA01", 2].read_count == 1
-    assert by_key["BB02", 1].rssi_dbm is None
-    assert by_key["BB02", 1].read_count == 3
-
-
-def test_collapsed_report_counts_every_read_and_replaced_clocks() -> None:
-    tags = [_tag("AA01", 1, -60, 5_000_000, 1) for _ in range(10)]
-    tags.append(_tag("AA01", 1, -60, int(NOW_S * 1e6), 1))
+    tags = [
+        _tag("AA01", 1, -60, t0, 2),
+        _tag("AA01", 2, -50, t0 + 1000, 1),
+        _tag("AA01", 1, -48, t0 + 2000, None),
+        _tag("", 1, -40, t0, 1),
+        _tag("BB02", 1, None, t0 + 3000, 3),
+    ]
     report = map_report(tags, reader="r", station="s", received_at_s=NOW_S)
-    assert len(report.reads) == 1
-    (only,) = report.reads
-    assert only.read.read_count == 11
-    assert only.read.at_s == NOW_S  # a reader clock from 1970: replaced by the receive time
-    assert only.clock_replaced
+    assert report.rejected == 1
+    reads = [m.read for m in report.reads]
+    assert [(r.epc_hex, r.antenna, r.read_count) for r in reads] == [
+        ("AA01", 1, 2),
+        ("AA01", 2, 1),
+        ("AA01", 1, 1),
+        ("BB02", 1, 3),
+    ]
+    assert [r.at_s for r in reads] == sorted(r.at_s for r in reads)
+
+
+def test_many_repeats_keep_counts_strongest_reads_and_first_last_seen() -> None:
+    t0 = int(NOW_S * 1e6)
+    rssis = [-60, -48, -55, -70, -49, -65, -52]
+    tags = [_tag("AA01", 1, rssi, t0 + 1000 * k, 2) for k, rssi in enumerate(rssis)]
+    tags.insert(3, _tag("BB02", 4, -50, t0 + 2500, 1))
+    report = map_report(tags, reader="r", station="s", received_at_s=NOW_S)
+    reads = [m.read for m in report.reads]
+    mine = [r for r in reads if r.epc_hex == "AA01"]
+    assert len(mine) == KEEP_STRONGEST
+    assert sum(r.read_count for r in mine) == 2 * len(rssis)
+    assert sorted((r.rssi_dbm or 0.0 for r in mine), reverse=True) == [-48.0, -49.0, -52.0]
+    assert min(r.at_s for r in mine) == pytest.approx(t0 / 1e6)
+    assert max(r.at_s for r in mine) == pytest.approx((t0 + 6000) / 1e6)
+    assert [r.epc_hex for r in reads].index("BB02") == 1  # arrival order kept across tags
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["AA01", "BB02", "CC03"]),
+            st.integers(1, 3),
+            st.none() | st.integers(-90, -30),
+            st.integers(0, 10_000_000),
+            st.none() | st.integers(0, 50),
+        ),
+        max_size=60,
+    )
+)
+def test_collapse_keeps_counts_peaks_and_times_of_every_tag_on_every_antenna(
+    raw: list[tuple[str, int, int | None, int, int | None]],
+) -> None:
+    t0 = int(NOW_S * 1e6)
+    tags = [_tag(epc, ant, rssi, t0 + dt_us, n) for epc, ant, rssi, dt_us, n in raw]
+    before = [
+        m.read
+        for m in (map_reported(t, reader="r", station="s", received_at_s=NOW_S) for t in tags)
+    ]
+    after = [m.read for m in map_report(tags, reader="r", station="s", received_at_s=NOW_S).reads]
+    for key in {(r.epc_hex, r.antenna) for r in before}:
+        old = [r for r in before if (r.epc_hex, r.antenna) == key]
+        new = [r for r in after if (r.epc_hex, r.antenna) == key]
+        assert len(new) == min(len(old), KEEP_STRONGEST)
+        assert sum(r.read_count for r in new) == sum(r.read_count for r in old)
+        assert min(r.at_s for r in new) == min(r.at_s for r in old)
+        assert max(r.at_s for r in new) == max(r.at_s for r in old)
+
+        def top(reads: list[TagRead]) -> list[float]:
+            return sorted((r.rssi_dbm for r in reads if r.rssi_dbm is not None), reverse=True)[:3]
+
+        assert top(new) == top(old)
+
+
+def test_collapsed_report_counts_replaced_clocks() -> None:
+    tags = [_tag("AA01", 1, -60, 5_000_000, 1) for _ in range(10)]
+    report = map_report(tags, reader="r", station="s", received_at_s=NOW_S)
+    assert len(report.reads) == KEEP_STRONGEST
+    assert sum(m.read.read_count for m in report.reads) == 10
+    assert all(m.read.at_s == NOW_S for m in report.reads)  # a 1970 clock: receive time
+    assert all(m.clock_replaced for m in report.reads)

@@ -324,7 +324,7 @@ class LlrpDriver:
             # A report of thousands of tags can take sllurp seconds: the reader is not silent.
             assert self._loop is not None
             return self._loop.time()
-        return max(self._last_activity, client.bytes_seen_mono)
+        return self._last_activity
 
     def _take_tags(self, kind: str, tags: list[Any]) -> None:
         if len(self._pending_tags) + len(tags) > self._settings.max_pending_reads:
@@ -361,8 +361,7 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self.llrp = _Protocol(config, self.send_data, self._on_llrp_state_changed)
         self._buf = bytearray()
         self._close_lock = threading.Lock()
-        # Read by the loop's silence check: bytes arrive, or are being decoded, so not silent.
-        self.bytes_seen_mono = 0.0
+        # Read by the loop's silence check: a whole frame being decoded means not silent.
         self.decoding = False
         self.add_tag_report_callback(lambda _r, tags: notify(("tags", tags)))
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
@@ -416,15 +415,6 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
 
     def raw_data_received(self, data: bytes) -> None:
         """Frame the stream ourselves so one undecodable frame is skipped, not fatal."""
-        self.bytes_seen_mono = time.monotonic()
-        self.decoding = True
-        try:
-            self._frames_received(data)
-        finally:
-            self.decoding = False
-            self.bytes_seen_mono = time.monotonic()
-
-    def _frames_received(self, data: bytes) -> None:
         self._buf += data
         while len(self._buf) >= _HEADER_LEN:
             (length,) = struct.unpack_from("!I", self._buf, 2)
@@ -439,25 +429,33 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 return
             frame = bytes(self._buf[:length])
             del self._buf[:length]
-            if is_ro_access_report(frame):
-                tags = decode_tag_reports(frame)
-                if tags is not None:
-                    # What sllurp's tag report callback would have seen, without its decoder.
-                    self._notify(("report", tags))
-                    continue
+            self.decoding = True
             try:
-                lmsg = LLRPMessage(msgbytes=frame)
-            except _DECODE_ERRORS as err:
-                self._notify(("frame_error", f"{type(err).__name__}: {err}"))
-                continue
-            self._on_llrp_message_received(lmsg)
-            try:
-                self.llrp.handleMessage(lmsg)
-            except ReaderConfigurationError as err:
-                self._notify(("rejected", str(err)))
-                raise
-            except _DECODE_ERRORS as err:
-                self._notify(("frame_error", f"{type(err).__name__}: {err}"))
+                self._frame_received(frame)
+            finally:
+                self.decoding = False
+
+    def _frame_received(self, frame: bytes) -> None:
+        """Decode one whole frame: tag reports of the common shape lean, the rest by sllurp."""
+        if is_ro_access_report(frame):
+            tags = decode_tag_reports(frame)
+            if tags is not None:
+                # What sllurp's tag report callback would have seen, without its decoder.
+                self._notify(("report", tags))
+                return
+        try:
+            lmsg = LLRPMessage(msgbytes=frame)
+        except _DECODE_ERRORS as err:
+            self._notify(("frame_error", f"{type(err).__name__}: {err}"))
+            return
+        self._on_llrp_message_received(lmsg)
+        try:
+            self.llrp.handleMessage(lmsg)
+        except ReaderConfigurationError as err:
+            self._notify(("rejected", str(err)))
+            raise
+        except _DECODE_ERRORS as err:
+            self._notify(("frame_error", f"{type(err).__name__}: {err}"))
 
 
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped

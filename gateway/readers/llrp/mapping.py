@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.domain.events import TagRead
@@ -79,7 +80,7 @@ def _epc_hex(tag: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MappedReport:
-    """The TagReads of one report, repeats of a tag on an antenna collapsed into one read."""
+    """The TagReads of one report, with many repeats of a tag on an antenna collapsed."""
 
     reads: list[MappedRead]
     rejected: int  # tag reports without a usable EPC
@@ -131,14 +132,17 @@ def map_report(
     received_at_s: float,
     max_clock_skew_s: float = 300.0,
 ) -> MappedReport:
-    """Map a report's tags; reads of one EPC on one antenna become one read (counts summed).
+    """Map a report's tags; many reads of one EPC on one antenna collapse into a few.
 
-    The collapsed read keeps the sum of the read counts, the peak RSSI, the last seen time and
-    the channel of its last read; a report spans milliseconds, far less than any visit window.
+    Smoothing judges a zone by its third strongest read, so of each (EPC, antenna) the report's
+    `KEEP_STRONGEST` strongest reads are kept as they are; the others' read counts go to the
+    latest kept read, and the kept reads take the first and the last time seen between them.
+    Counts, the strongest reads and first/last seen are all kept; what is lost is the exact
+    time of reads within one report (milliseconds, far below any visit window).
     """
-    merged: dict[tuple[str, int], MappedRead] = {}
+    groups: dict[tuple[str, int], list[tuple[int, MappedRead]]] = {}
     rejected = 0
-    for tag in tags:
+    for index, tag in enumerate(tags):
         try:
             mapped = map_reported(
                 tag,
@@ -150,26 +154,48 @@ def map_report(
         except FrameError:
             rejected += 1
             continue
-        read = mapped.read
-        key = (read.epc_hex, read.antenna)
-        seen = merged.get(key)
-        if seen is not None:
-            mapped = MappedRead(
-                _merge(seen.read, read), seen.clock_replaced or mapped.clock_replaced
-            )
-        merged[key] = mapped
-    return MappedReport(list(merged.values()), rejected)
+        key = (mapped.read.epc_hex, mapped.read.antenna)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [(index, mapped)]
+        else:
+            group.append((index, mapped))
+    if len(groups) == len(tags) - rejected:
+        return MappedReport([m for group in groups.values() for _, m in group], rejected)
+    out: list[tuple[int, MappedRead]] = []
+    for group in groups.values():
+        out.extend(group if len(group) <= KEEP_STRONGEST else _collapse(group))
+    out.sort(key=lambda pair: pair[0])  # arrival order across tags and antennas
+    return MappedReport([m for _, m in out], rejected)
 
 
-def _merge(earlier: TagRead, later: TagRead) -> TagRead:
-    peaks = [r for r in (earlier.rssi_dbm, later.rssi_dbm) if r is not None]
-    return TagRead(
-        reader=later.reader,
-        station=later.station,
-        epc_hex=later.epc_hex,
-        antenna=later.antenna,
-        at_s=max(earlier.at_s, later.at_s),
-        rssi_dbm=max(peaks) if peaks else None,
-        read_count=earlier.read_count + later.read_count,
-        channel=later.channel,
-    )
+# The smoothing's robust peak is a zone's third strongest read: three keep it exact.
+KEEP_STRONGEST = 3
+
+
+def _collapse(group: list[tuple[int, MappedRead]]) -> list[tuple[int, MappedRead]]:
+    """The strongest reads of one tag on one antenna, carrying the counts and times of all."""
+
+    def strength(pair: tuple[int, MappedRead]) -> float:
+        rssi = pair[1].read.rssi_dbm
+        return -math.inf if rssi is None else rssi
+
+    ranked = sorted(group, key=strength, reverse=True)  # stable: ties keep arrival order
+    kept = sorted(ranked[:KEEP_STRONGEST], key=lambda pair: pair[0])
+    dropped = ranked[KEEP_STRONGEST:]
+    extra = sum(m.read.read_count for _, m in dropped)
+    replaced = any(m.clock_replaced for _, m in dropped)
+    first_s = min(m.read.at_s for _, m in group)
+    last_s = max(m.read.at_s for _, m in group)
+    (_, head), middle, (_, tail) = kept[0], kept[1:-1], kept[-1]
+    return [
+        (group[0][0], MappedRead(replace(head.read, at_s=first_s), head.clock_replaced)),
+        *middle,
+        (
+            group[-1][0],
+            MappedRead(
+                replace(tail.read, at_s=last_s, read_count=tail.read.read_count + extra),
+                tail.clock_replaced or replaced,
+            ),
+        ),
+    ]
