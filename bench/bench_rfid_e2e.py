@@ -159,6 +159,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of process `pid`, by thread id."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
+
+
 class JournalProbe:
     """Reads the daemon's SQLite file read-only: reads journaled, last id, pipeline cursor."""
 
@@ -240,7 +250,7 @@ def _drive(
         py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
         command = [
             py_spy, "record", "--format", "raw", "--rate", "200", "--threads", "--nonblocking",
-            "--output", str(args.profile), "--", *command,
+            "--gil", "--output", str(args.profile), "--", *command,
         ]  # fmt: skip
     log = (workdir / "daemon.log").open("ab")
     proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT, env=os.environ.copy())
@@ -254,6 +264,7 @@ def _drive(
                 raise RuntimeError("the daemon never started inventory; see " + str(log.name))
             time.sleep(0.01)
         cpu0, wall0 = cpu_s(daemon_pid), time.monotonic()
+        threads0 = thread_cpu_s(daemon_pid)
         next_sample = wall0 + args.sample_every_s
         while (sim.scenario_time_s() or 0.0) < scenario.duration_s:
             time.sleep(0.05)
@@ -292,6 +303,10 @@ def _drive(
             time.sleep(0.1)
         cpu_total = cpu_s(daemon_pid) - cpu0
         wall_total = time.monotonic() - wall0
+        threads = {
+            tid: round(used - threads0.get(tid, 0.0), 2)
+            for tid, used in thread_cpu_s(daemon_pid).items()
+        }
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -325,6 +340,7 @@ def _drive(
         "distinct_receipts": len(
             {m["item"].get("epc") for m in movements if m["type"] == "receipt"}
         ),
+        "thread_cpu_s": threads,
         "samples": samples,
     }
 
@@ -361,6 +377,18 @@ def profile_shares(path: Path) -> dict[str, float]:
         totals[_group(frames)] += int(count_text)
     busy = sum(totals.values()) or 1
     return {name: round(100 * n / busy, 1) for name, n in totals.most_common()}
+
+
+def thread_names(path: Path) -> dict[int, str]:
+    """Thread id -> name, from py-spy's raw output ("thread (TID): NAME;frame;...")."""
+    names: dict[int, str] = {}
+    for line in path.read_text().splitlines():
+        head = line.split(";", 1)[0]
+        if head.startswith("thread (") and "): " in head:
+            tid_text, name = head[len("thread (") :].split("): ", 1)
+            if tid_text.isdigit():
+                names[int(tid_text)] = name.split(" ")[0]
+    return names
 
 
 def _idle(frames: list[str]) -> bool:
@@ -404,6 +432,10 @@ def main() -> int:
         result = run_once(args, Path(tmp))
     if args.profile:
         result["profile_shares_pct"] = profile_shares(args.profile)
+        names = thread_names(args.profile)
+        result["thread_cpu_s"] = {
+            names.get(int(tid), str(tid)): used for tid, used in result["thread_cpu_s"].items()
+        }
     result["ran_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=1))
     return 0
