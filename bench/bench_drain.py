@@ -257,6 +257,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--modes", nargs="*", default=["broker", "wms"])
+    parser.add_argument(
+        "--wms-rows", type=int, default=None, help="rows in wms mode (the consumer is slower)"
+    )
     args = parser.parse_args()
     rows = args.rows or (20_000 if args.quick else 100_000)
     configure_logging("console", "WARNING")  # stdout carries only the JSON result
@@ -265,15 +268,20 @@ def main() -> int:
         print(json.dumps(raw_publisher(args.port, rows, args.window, wms=wms)))
         return 0
     rounds = args.rounds or (2 if args.quick else 3)
+    wms_rows = args.wms_rows or min(rows, 20_000)
+    modes = []
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp_name:
         tmp = Path(tmp_name)
-        template = tmp / "backlog.sqlite3"
-        asyncio.run(fill_backlog(template, rows))
-        modes = [bench_mode(template, tmp, rows, args.window, rounds, m) for m in args.modes]
+        for mode in args.modes:
+            n = wms_rows if mode == "wms" else rows
+            template = tmp / f"backlog-{n}.sqlite3"
+            if not template.exists():
+                asyncio.run(fill_backlog(template, n))
+            modes.append(bench_mode(template, tmp, n, args.window, rounds, mode) | {"rows": n})
     print(
         json.dumps(
             {
-                "results": [row for m in modes for row in _rows(m, rows, args.window, rounds)],
+                "results": [row for m in modes for row in _rows(m, m["rows"], args.window, rounds)],
                 "modes": modes,
             },
             indent=1,

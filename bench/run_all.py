@@ -25,7 +25,7 @@ def main() -> int:
     """Run the benches, print a summary, write bench/README.md; exit 1 if a bench failed to run."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, passed to every bench")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per bench")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per bench")
     parser.add_argument("--only", nargs="*", help="bench names to run")
     parser.add_argument("--out", type=Path, default=BENCH / "README.md")
     args = parser.parse_args()
@@ -185,7 +185,8 @@ def _readme(
             "that, throughput ratios less so (rounds alternate, medians reported)."
         ),
         "",
-        "Each section lists, under its table, exactly what every row times.",
+        "Each section lists, under its table, exactly what every row times. The RFID profile:",
+        "`pip install py-spy` into the venv, then `bench/bench_rfid_e2e.py --profile FILE`.",
         "",
     ]
     missed: list[str] = []
