@@ -1,7 +1,8 @@
 """Drain: the real daemon emptying a real buffer's backlog, against a raw paho publisher.
 
-Same broker (one private mosquitto), same payloads (the daemon's own rendering of the same
-movements), same window (`max_inflight` in the daemon, in-flight count in the baseline).
+Same broker (a private mosquitto, started afresh for every run), same payloads (the daemon's own
+rendering of the same movements), same window (`max_inflight` in the daemon, in-flight count in
+the baseline).
 Rounds alternate baseline, daemon, baseline, daemon, ...; the figures are medians.
 
 - baseline: raw paho in its own process, driven the fastest way paho allows: one thread
@@ -222,14 +223,20 @@ def bench_mode(
     """Alternated rounds of baseline and daemon in one delivery mode, on one broker."""
     raw: list[dict[str, float]] = []
     daemon: list[dict[str, float]] = []
-    with Mosquitto(tmp / f"broker-{delivery}") as broker:
-        for k in range(rounds):
-            with _sink(broker.port, tmp / f"wms-raw-{k}.sqlite3", on=delivery == "wms"):
-                raw.append(run_raw(broker.port, rows, window, delivery))
-            with _sink(broker.port, tmp / f"wms-daemon-{k}.sqlite3", on=delivery == "wms"):
-                daemon.append(
-                    run_daemon(template, tmp / "daemon", broker.port, rows, window, delivery)
-                )
+    wms = delivery == "wms"
+    for k in range(rounds):
+        # A fresh broker (same binary and config) each run: the daemon's persistent session
+        # would otherwise be handed the acks the consumer sent for the baseline's copies.
+        with (
+            Mosquitto(tmp / f"broker-{delivery}-raw-{k}") as broker,
+            _sink(broker.port, tmp / f"wms-raw-{k}.sqlite3", on=wms),
+        ):
+            raw.append(run_raw(broker.port, rows, window, delivery))
+        with (
+            Mosquitto(tmp / f"broker-{delivery}-daemon-{k}") as broker,
+            _sink(broker.port, tmp / f"wms-daemon-{k}.sqlite3", on=wms),
+        ):
+            daemon.append(run_daemon(template, tmp / "daemon", broker.port, rows, window, delivery))
     raw_rate = median([rows / r["elapsed_s"] for r in raw])
     daemon_rate = median([rows / r["elapsed_s"] for r in daemon])
     return {
