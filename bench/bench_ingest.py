@@ -29,12 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway.buffer.store import (  # noqa: E402
-    BUSY_TIMEOUT_MS,
-    CACHE_KIB,
-    WAL_SIZE_LIMIT_B,
-    Buffer,
-)
+from gateway.buffer.files import BUSY_TIMEOUT_MS, CACHE_KIB, WAL_SIZE_LIMIT_B  # noqa: E402
+from gateway.buffer.store import Buffer  # noqa: E402
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 
@@ -95,7 +91,7 @@ def _raw(folder: Path, rows: list[tuple[object, ...]], batch: int) -> float:
     path = folder / "raw.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        # The buffer's own writer pragmas, checkpoint settings included (store._prepare_writer).
+        # The buffer's own writer pragmas, checkpoint settings included (files._prepare_writer).
         wal_limit_b = min(WAL_SIZE_LIMIT_B, max(64 * 1024, BUDGET_B // 4))
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 "goal": ">= 0.5 of biip" if biip_based else "",
                 "pass": product / base >= 0.5 if biip_based else None,
                 "note": (
-                    f"scans, {kind}: parse_barcode (symbology, strictness rules, domain value; biip behind gateway.gs1) vs "
+                    f"scans, {kind}: parse_barcode (symbology, strictness rules, domain value; "
+                    f"biip behind gateway.gs1) vs "
                     f"{baseline_name} on the same scans in the same process; medians of "
                     f"{rounds} alternated rounds"
                 ),

@@ -273,7 +273,6 @@ async def test_recorded_reports_every_tag_read(conformance: Path, name: str) -> 
 async def test_dx101_c_large_reports_every_tag_read(conformance: Path) -> None:
     path = conformance / "llrp" / "ltk" / "dx101_c.bin"
     drv, reads, error, _ = await _replay(path, 40.0)
-    print("DEBUG", len(reads), drv.frame_errors, drv.health.bad_input, drv.dropped_reads, error)
     assert error is None
     # 32,705 TagReportData: one carries an empty EPC and is counted as bad input, not a read
     assert len(reads) == 32_704
