@@ -82,6 +82,7 @@ BENCHES: list[tuple[str, Callable[[Result], list[Result]]]] = [
     ("rfid_e2e", _passthrough),
     ("pipeline", _passthrough),
     ("latency", _passthrough),
+    ("console", _passthrough),
 ]
 
 

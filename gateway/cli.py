@@ -127,8 +127,20 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sink.add_argument("--mqtt-host", default="127.0.0.1")
     sink.add_argument("--mqtt-port", type=int, default=1883)
     sink.add_argument("--db", required=True, type=Path, help="SQLite file for stored movements")
+    sink.add_argument(
+        "--servers",
+        nargs="+",
+        default=None,
+        metavar="HOST:PORT",
+        help="the nodes of a broker cluster, tried in turn (instead of --mqtt-host/--mqtt-port)",
+    )
+    sink.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version")
     sink.add_argument("--prefix", default="returns")
-    sink.add_argument("--group", default="wms", help="shared-subscription group")
+    sink.add_argument(
+        "--group",
+        default=None,
+        help="shared-subscription group (default `wms` with MQTT 5, none with 3.1.1)",
+    )
     sink.add_argument("--username", default=None)
     sink.add_argument("--password-env", default=None, help="environment variable with the password")
     sink.add_argument("--no-ack", action="store_true", help="store but never acknowledge")
@@ -138,6 +150,23 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sink.add_argument("--command-key-env", default=None, help="sign announcements with this key")
     sink.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     sink.set_defaults(handler=_cmd_wms_sink)
+
+    expected = sub.add_parser("expected", help="expected returns stored in the buffer")
+    expected_sub = expected.add_subparsers(dest="expected_command", required=True)
+    expected_import = expected_sub.add_parser(
+        "import", help="announce the RMAs of a CSV (works beside a running daemon)"
+    )
+    expected_import.add_argument(
+        "file", type=Path, help="CSV: rma,customer,epc,gtin,serial,qty,expires_at"
+    )
+    expected_import.add_argument("--config", required=True, type=Path)
+    expected_import.add_argument(
+        "--replace", action="store_true", help="the CSV is the whole set: drop RMAs not in it"
+    )
+    expected_import.set_defaults(handler=_cmd_expected_import)
+    expected_stats = expected_sub.add_parser("stats", help="open RMAs, open lines, expired, bytes")
+    expected_stats.add_argument("--config", required=True, type=Path)
+    expected_stats.set_defaults(handler=_cmd_expected_stats)
 
     status = sub.add_parser("status", help="buffer and reader state for a person")
     status.add_argument("--config", required=True, type=Path)
@@ -295,6 +324,15 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from gateway.config import parse_server  # noqa: PLC0415
+
+    try:
+        entries = [e for arg in args.servers or () for e in arg.split(",") if e.strip()]
+        servers = [parse_server(entry) for entry in entries]
+    except ValueError as exc:
+        print(f"error: --servers: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    group = args.group if args.group is not None or args.protocol == "3.1.1" else "wms"
     key = os.environ.get(args.command_key_env, "").encode() if args.command_key_env else None
     password = os.environ.get(args.password_env) if args.password_env else None
     configure_logging("auto", "INFO")
@@ -305,10 +343,12 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
             args.mqtt_port,
             args.db,
             prefix=args.prefix,
-            group=args.group,
+            group=group,
             ack=not args.no_ack,
             username=args.username,
             password=password,
+            protocol=args.protocol,
+            servers=servers,
         )
         async with sink:
             if rmas is not None:
@@ -337,6 +377,22 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return EXIT_OK
+
+
+def _cmd_expected_import(args: argparse.Namespace) -> int:
+    from gateway.expected_cli import import_cli  # noqa: PLC0415
+
+    try:
+        return import_cli(args.file, args.config, replace=args.replace)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _cmd_expected_stats(args: argparse.Namespace) -> int:
+    from gateway.expected_cli import stats_cli  # noqa: PLC0415
+
+    return stats_cli(args.config)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -47,6 +48,9 @@ class MqttSection(_Model):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    # The nodes of a broker cluster, tried in turn; when set, `host` and `port` are not used.
+    servers: list[str] = Field(default_factory=list)
+    protocol: Literal["5", "3.1.1"] = "5"
     topic_prefix: Annotated[str, Field(pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")] = "returns"
     client_id: str | None = None
     username: str | None = None
@@ -62,6 +66,26 @@ class MqttSection(_Model):
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     kpi_interval_s: Annotated[float, Field(gt=0)] = 60.0
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for index, entry in enumerate(value):
+            try:
+                parse_server(entry)
+            except ValueError as exc:
+                msg = f"entry {index}: {exc}"
+                raise ValueError(msg) from exc
+        if len(set(value)) != len(value):
+            msg = "the same server is listed twice"
+            raise ValueError(msg)
+        return value
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The brokers to try in turn: `servers` when set, else `host` and `port`."""
+        if not self.servers:
+            return ((self.host, self.port),)
+        return tuple(parse_server(entry) for entry in self.servers)
 
     def password(self) -> str | None:
         """The broker password from the environment, or None; never logged."""
@@ -79,18 +103,21 @@ class MqttSection(_Model):
                 key_file=self.tls.key_file,
                 insecure_skip_verify=self.tls.insecure_skip_verify,
             )
+        host, port = self.endpoints()[0]
         link = LinkSettings(
-            host=self.host,
-            port=self.port,
+            host=host,
+            port=port,
             client_id=client_id,
             keepalive_s=self.keepalive_s,
             username=self.username,
             password=self.password(),
             tls=tls,
             connect_timeout_s=max(5.0, float(self.keepalive_s)),
+            protocol=self.protocol,
         )
         return ForwarderSettings(
             link=link,
+            servers=self.endpoints(),
             delivery=self.delivery,
             max_inflight=self.max_inflight,
             ack_timeout_s=self.ack_timeout_s,
@@ -99,6 +126,20 @@ class MqttSection(_Model):
             reconnect_max_s=self.reconnect_max_s,
             status_interval_s=self.status_interval_s,
         )
+
+
+def parse_server(entry: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:1883`) as a pair; raise ValueError naming what is wrong."""
+    host, sep, port = entry.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "[]/" for c in host):
+        msg = f"{entry!r} is not host:port"
+        raise ValueError(msg)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        msg = f"{entry!r}: the port must be 1 to 65535"
+        raise ValueError(msg)
+    return host, int(port)
 
 
 class BufferSection(_Model):
@@ -265,6 +306,21 @@ class HealthSection(_Model):
     buffer_full_share: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
+class ConsoleSection(_Model):
+    """The technicians' console on the health port; a non-loopback listen needs a password."""
+
+    password_env: str | None = None
+    update_interval_s: Annotated[float, Field(ge=0.1, le=10)] = 0.5
+    tags_in_view_max: Annotated[int, Field(ge=10, le=100_000)] = 5000
+    tag_expire_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    def password(self) -> str | None:
+        """The technicians' password from the environment, or None; never logged."""
+        if self.password_env is None:
+            return None
+        return os.environ.get(self.password_env) or None
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -273,6 +329,7 @@ class Config(_Model):
     buffer: BufferSection = BufferSection()
     patterns: PatternsSection = PatternsSection()
     health: HealthSection = HealthSection()
+    console: ConsoleSection = ConsoleSection()
     kpi: KpiSection = KpiSection()
     epcis: EpcisSection = EpcisSection()
     security: SecuritySection = SecuritySection()
@@ -311,6 +368,20 @@ class Config(_Model):
                             f"no station {station!r} in [[stations]]"
                         )
                         raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _remote_console_needs_password(self) -> Config:
+        if (
+            self.health.enabled
+            and self.console.password_env is None
+            and not is_loopback_listen(self.health.listen)
+        ):
+            msg = (
+                f"console.password_env: health.listen {self.health.listen!r} is not loopback: "
+                "name the environment variable with the technicians' password"
+            )
+            raise ValueError(msg)
         return self
 
     def station(self, station_id: str) -> StationSection:
@@ -360,6 +431,17 @@ def load_gs1_rules(dictionary: Path | None) -> RuleTable:
     return parse_syntax_dictionary(text)
 
 
+def is_loopback_listen(listen: str) -> bool:
+    """Whether a `host:port` listen binds to loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve anywhere: treat it as reachable from outside
+
+
 def _config_error(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
@@ -370,7 +452,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
-        if ": " in message and message.split(": ", 1)[0].startswith("readers."):
+        if ": " in message and message.split(": ", 1)[0].startswith(("readers.", "console.")):
             key, message = message.split(": ", 1)
     return ConfigError(key or "(top level)", message)
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import Config, load_config
+from gateway.config import Config, is_loopback_listen, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.profiles import DEFAULT_PROFILE_DIR, resolve_profile
 
@@ -29,13 +29,28 @@ def apply_profile_cli(
     profile = resolve_profile(name, config.profiles.dir or DEFAULT_PROFILE_DIR)
     if not config.health.enabled:
         raise ConfigError("health.enabled", "profiles apply talks to the daemon's local endpoint")
+    user = requested_by or getpass.getuser()
     request = {
         "reader": reader,
         "profile": profile.model_dump(mode="json"),
-        "requested_by": requested_by or getpass.getuser(),
+        "requested_by": user,
         "source": "cli",
     }
-    result = _post(config.health.listen, "profile-apply", request)
+    password = None
+    if not is_loopback_listen(config.health.listen):
+        # The console's login guards the actions too: sign in as the requester first.
+        password = config.console.password()
+        if password is None:
+            raise ConfigError(
+                "console.password_env",
+                f"set ${config.console.password_env} to sign in to a non-loopback endpoint",
+            )
+    result = _post(
+        config.health.listen,
+        "profile-apply",
+        request,
+        login=None if password is None else (user, password),
+    )
     print(json.dumps(result, indent=2))
     return 0 if result.get("ok") else 1
 
@@ -84,17 +99,28 @@ def buffer_stats(config: Config) -> dict[str, Any]:
     return asyncio.run(read())
 
 
-def _post(listen: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    host, _, port = listen.rpartition(":")
-    url = f"http://{host.strip('[]') or '127.0.0.1'}:{port}/actions/{action}"
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
+def _post(
+    listen: str, action: str, body: dict[str, Any], *, login: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    base = _base_url(listen)
+    url = f"{base}/actions/{action}"
+    headers = {"Content-Type": "application/json"}
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+        if login is not None:
+            user, password = login
+            signed_in = urllib.request.Request(  # noqa: S310 - http:// built from the config
+                f"{base}/login",
+                data=json.dumps({"user": user, "password": password}).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with opener.open(signed_in, timeout=10) as response:
+                headers["X-CSRF-Token"] = json.loads(response.read())["csrf"]
+        request = urllib.request.Request(  # noqa: S310 - http:// built from the config
+            url, data=json.dumps(body).encode(), method="POST", headers=headers
+        )
+        with opener.open(request, timeout=120) as response:
             result: dict[str, Any] = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         result = json.loads(exc.read() or b"{}")
@@ -102,6 +128,15 @@ def _post(listen: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
         print(f"error: the daemon does not answer on {url}: {exc}", file=sys.stderr)
         raise GatewayError("daemon not reachable") from exc
     return result
+
+
+def _base_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    # A wildcard listen is reached on this machine through loopback.
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - compared, not bound
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def status_cli(config_path: Path) -> int:

@@ -10,6 +10,12 @@ The contract it follows (what an integrator's own consumer must do):
    `{"upto_seq": N}` when everything up to N is stored). With `delivery = "wms"` the gateway keeps
    and re-sends a movement until this ack; an ack sent before the commit could lose it.
 4. EPCIS mode: the id and seq are in the document's `dg:movementId` and `dg:seq`.
+
+MQTT 3.1.1 (`protocol="3.1.1"`, for NATS, RabbitMQ before 3.13, Azure IoT Hub) has no shared
+subscriptions: without a `group` the sink subscribes to the plain filter and is the only consumer;
+a broker with its own sharing for 3.1.1 clients (mosquitto, EMQX, HiveMQ) still takes a `group`.
+Commands then wait for their result on the gateway's `cmd-result/{name}`, as there is no response
+topic. With `servers` (the nodes of a cluster) the sink moves to the next node when one fails.
 """
 
 from __future__ import annotations
@@ -39,12 +45,17 @@ from gateway.sync.mqtt import (
     MqttLink,
     PublishProperties,
 )
-from gateway.sync.settings import LinkSettings
+from gateway.sync.servers import ServerRing
+from gateway.sync.settings import LinkSettings, Protocol
 
 _log = get_logger("wms_sink")
 
 ACK_BATCH = 500
 ACK_EVERY_S = 0.05
+STORE_RETRY_MIN_S = 0.1
+STORE_RETRY_MAX_S = 2.0
+# Several consumers may share one store (as a WMS's consumers share its database).
+STORE_BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS movements (
     id TEXT PRIMARY KEY,
@@ -94,14 +105,18 @@ class WmsSink:
         db: Path,
         *,
         prefix: str = "returns",
-        group: str = "wms",
+        group: str | None = "wms",
         client_id: str | None = None,
         ack: bool = True,
         username: str | None = None,
         password: str | None = None,
+        protocol: Protocol = "5",
+        servers: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.host = host
         self.port = port
+        self.protocol: Protocol = protocol
+        self.servers = ServerRing(tuple(servers) or ((host, port),))
         self.db_path = db
         self.prefix = prefix
         self.group = group
@@ -119,11 +134,13 @@ class WmsSink:
         self._db: sqlite3.Connection | None = None
         self._connected = asyncio.Event()
         self._replies: dict[bytes, asyncio.Future[bytes]] = {}
+        self._results: dict[str, asyncio.Future[bytes]] = {}
 
     @property
     def topic_filter(self) -> str:
-        """The shared subscription this sink joins."""
-        return f"$share/{self.group}/{self.prefix}/+/+/movements"
+        """The shared subscription this sink joins (the plain filter without a group)."""
+        movements = f"{self.prefix}/+/+/movements"
+        return movements if self.group is None else f"$share/{self.group}/{movements}"
 
     async def __aenter__(self) -> Self:
         self._db = await asyncio.to_thread(_open_db, self.db_path)
@@ -197,6 +214,8 @@ class WmsSink:
         """Publish a command and wait for its reply on this sink's response topic."""
         await self.wait_connected(timeout_s)
         assert self._link is not None
+        if self.protocol == "3.1.1":
+            return await self._command_311(site, gateway, name, body, timeout_s)
         correlation = uuid.uuid4().bytes
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._replies[correlation] = waiter
@@ -216,6 +235,24 @@ class WmsSink:
             self._replies.pop(correlation, None)
         return reply
 
+    async def _command_311(
+        self, site: str, gateway: str, name: str, body: bytes, timeout_s: float
+    ) -> dict[str, Any]:
+        """MQTT 3.1.1 has no response topic: the reply is the next one on `cmd-result/{name}`."""
+        assert self._link is not None
+        base = f"{self.prefix}/{site}/{gateway}"
+        result_topic = f"{base}/cmd-result/{name}"
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._results[result_topic] = waiter
+        try:
+            await self._link.subscribe([result_topic], qos=1)
+            self._link.publish(f"{base}/cmd/{name}", body, qos=1)
+            async with asyncio.timeout(timeout_s):
+                reply: dict[str, Any] = json.loads(await waiter)
+        finally:
+            self._results.pop(result_topic, None)
+        return reply
+
     @property
     def _reply_topic(self) -> str:
         return f"wms/{self.client_id}/replies"
@@ -226,23 +263,30 @@ class WmsSink:
         backoff = Backoff(min_s=0.2, max_s=2.0)
         attempt = 0
         while True:
+            host, port = self.servers.current
             link = MqttLink(
                 LinkSettings(
-                    host=self.host,
-                    port=self.port,
+                    host=host,
+                    port=port,
                     client_id=self.client_id,
                     keepalive_s=10,
                     username=self.username,
                     password=self.password,
                     session_expiry_s=self.session_expiry_s,
+                    protocol=self.protocol,
                 ),
                 self._on_event,
             )
             self._link = link
             try:
                 await link.connect()
-                await link.subscribe([self.topic_filter, self._reply_topic], qos=1)
+                filters = [self.topic_filter]
+                if self.protocol == "5":
+                    filters.append(self._reply_topic)
+                await link.subscribe(filters, qos=1)
                 attempt = 0
+                self.servers.connected()
+                _log.info("wms_sink_connected", server=link.settings.server, filter=filters[0])
                 self._connected.set()
                 await self._consume(link)
             except BrokerRefused as exc:
@@ -252,7 +296,8 @@ class WmsSink:
             self._connected.clear()
             link.abort("reconnecting")
             self.stats.reconnects += 1
-            await asyncio.sleep(backoff.delay_s(attempt))
+            self.servers.failed()
+            await asyncio.sleep(backoff.delay_s(self.servers.backoff_attempt(attempt)))
             attempt += 1
 
     def _on_event(self, event: LinkEvent) -> None:
@@ -288,15 +333,37 @@ class WmsSink:
                 _log.warning("wms_sink_bad_movement", topic=message.topic, reason=exc.reason)
         if not parsed:
             return
-        assert self._db is not None
-        new = await asyncio.to_thread(_store, self._db, parsed)
+        new = await self._commit(parsed)
         self.stats.stored += new
         self.stats.duplicates += len(parsed) - new
         self._note_order(parsed)
         if self.ack and link.connected:
             self._send_acks(link, parsed)
 
+    async def _commit(self, parsed: Sequence[_Parsed]) -> int:
+        """Commit the batch, retrying while the store is locked or failing: never skip one.
+
+        The batch is not acked until it is committed; a consumer that gave up here would keep its
+        MQTT link, and its share of the group, while storing nothing.
+        """
+        assert self._db is not None
+        delay_s = STORE_RETRY_MIN_S
+        while True:
+            try:
+                return await asyncio.to_thread(_store, self._db, parsed)
+            except sqlite3.OperationalError as exc:  # locked by another consumer, disk full, ...
+                _log.warning("wms_sink_store_retry", error=str(exc), movements=len(parsed))
+                await asyncio.sleep(delay_s)
+                delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
+
     def _is_reply(self, message: Message) -> bool:
+        result = self._results.get(message.topic)
+        if result is not None:
+            if not result.done():
+                result.set_result(message.payload)
+            return True
+        if "/cmd-result/" in message.topic:
+            return True  # a late reply to a command that timed out: not a movement
         if message.topic != self._reply_topic:
             return False
         waiter = self._replies.get(message.correlation_data or b"")
@@ -359,7 +426,7 @@ def load_announcements(path: Path) -> list[dict[str, Any]]:
 
 
 def _open_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=STORE_BUSY_TIMEOUT_S, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(_SCHEMA)

@@ -25,6 +25,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[buffer]", cfg.BufferSection),
     ("[patterns]", cfg.PatternsSection),
     ("[health]", cfg.HealthSection),
+    ("[console]", cfg.ConsoleSection),
     ("[kpi]", cfg.KpiSection),
     ("[epcis]", cfg.EpcisSection),
     ("[security]", cfg.SecuritySection),

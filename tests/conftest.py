@@ -1,9 +1,10 @@
-"""Shared fixtures: a real mosquitto per test, the conformance folder, the thread-leak check."""
+"""Shared fixtures: a real mosquitto per test, the conformance folder, the leak checks."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,26 @@ def _no_leaked_threads() -> Iterator[None]:
             return
         threading.Event().wait(0.1)
     pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tasks(request: pytest.FixtureRequest) -> None:
+    """Fail an async test that leaves a task of its own running."""
+    # pytest-asyncio cancels what is left when it closes the test's loop, silently; the check
+    # must run inside that loop, so async tests pull in the async fixture below.
+    if request.node.get_closest_marker("asyncio") is not None:
+        request.getfixturevalue("_tasks_all_done")
+
+
+@pytest.fixture
+async def _tasks_all_done() -> AsyncIterator[None]:
+    """After the test, give its tasks a moment to end; fail naming those that did not."""
+    yield
+    current = asyncio.current_task()
+    left: list[asyncio.Task[object]] = []
+    for _ in range(50):
+        left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not left:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"test leaked tasks: {sorted(t.get_name() for t in left)}")

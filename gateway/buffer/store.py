@@ -12,6 +12,7 @@ numbered migrations, `rows` holds the SQL and the row encoding (and the byte bud
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -134,14 +135,26 @@ class Buffer:
         state: bytes | None,
         render: Callable[[Movement, int], bytes],
         gaps_reported: Sequence[int] = (),
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[int]:
-        """In one transaction: add new movements (dedupe by id), save cursor and state; seqs."""
+        """In one transaction: add new movements (dedupe by id), save cursor and state; seqs.
+
+        `also(conn)` writes what belongs with these movements (the expected-returns updates).
+        """
         # `render` runs on the connection thread inside the transaction: it must be pure, and if
         # it raises nothing of this commit is kept.
         self._writable()
         return await self._call(
-            self._tx.commit, list(movements), cursor, state, render, list(gaps_reported)
+            self._tx.commit, list(movements), cursor, state, render, list(gaps_reported), also
         )
+
+    async def run_transaction(
+        self, fn: Callable[[sqlite3.Connection], _T], *, read: bool = False
+    ) -> _T:
+        """Run `fn(conn)` in one transaction on the connection thread (other buffer modules)."""
+        if not read:
+            self._writable()
+        return await self._call(self._tx.run, fn, read)
 
     async def pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
         """Undelivered rows with seq > `after_seq`, ascending, at most `limit`."""

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.buffer import rows
 from gateway.buffer.files import disk_bytes
@@ -34,6 +34,7 @@ _log = get_logger("buffer")
 # After eviction, aim this far below the budget so that the next batches need none.
 EVICTION_HEADROOM_SHARE = 1 / 32
 _EVICT_BATCH_ROWS = 1000
+_T = TypeVar("_T")
 
 
 class Transactions:
@@ -53,6 +54,11 @@ class Transactions:
         self._clock = clock
         # Gaps handed to the pipeline: later refusals start a new gap instead of growing these.
         self._sealed_gaps: set[int] = set()
+
+    def run(self, fn: Callable[[sqlite3.Connection], _T], read: bool) -> _T:
+        """`fn(conn)` in one transaction (for other buffer modules: the expected returns)."""
+        with _transaction(self._conn, read=read):
+            return fn(self._conn)
 
     def select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """The rows `sql` selects (one statement is its own read transaction)."""
@@ -88,8 +94,12 @@ class Transactions:
         state: bytes | None,
         render: Callable[[Movement, int], bytes],
         gaps_reported: list[int],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[int]:
-        """Add new movements (dedupe by id), save cursor and state, mark gaps reported; seqs."""
+        """Add new movements (dedupe by id), save cursor and state, mark gaps reported; seqs.
+
+        `also(conn)` writes what belongs with these movements (expected-returns updates).
+        """
         conn = self._conn
         with _transaction(conn):
             counters = load_counters(conn)
@@ -118,6 +128,8 @@ class Transactions:
             conn.execute(rows.UPDATE_CHECKPOINT, (cursor, state))
             if gaps_reported:
                 conn.executemany(rows.MARK_GAP_REPORTED, [(g,) for g in gaps_reported])
+            if also is not None:
+                also(conn)
             if counters.used_bytes > self._max_bytes:
                 # Movements are never refused; the journal rows they came from make way for them.
                 self._make_room(counters, cursor, 0)

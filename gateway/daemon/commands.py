@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,7 +14,7 @@ from gateway.daemon.shared import LOG_COMPONENT, Shared
 from gateway.domain.events import BarcodeScan
 from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.wire import parse_rfc3339, rfc3339
-from gateway.errors import InputError
+from gateway.errors import GatewayError, InputError
 from gateway.logs import get_logger
 from gateway.sync.forwarder import Forwarder, IncomingMessage
 
@@ -22,6 +23,7 @@ _log = get_logger(LOG_COMPONENT)
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 REPLAY_MAX_ROWS = 100_000
 MAX_SCAN_CHARS = 4096
+ANNOUNCEMENTS_QUEUED_MAX = 64
 
 
 class CommandHandler:
@@ -41,6 +43,9 @@ class CommandHandler:
         self._flow = flow
         self._switcher = switcher
         self._nonces = NonceCache()
+        self._announcements: asyncio.Queue[IncomingMessage] = asyncio.Queue(
+            maxsize=ANNOUNCEMENTS_QUEUED_MAX
+        )
 
     async def on_message(self, message: IncomingMessage) -> None:
         """Handle one incoming message: a scan, or a command answered on its result topic."""
@@ -50,9 +55,29 @@ class CommandHandler:
             await self._mqtt_scan(device, message)
             return
         name = topics.command_name(message.topic)
+        if message.topic == topics.site_expected_returns:
+            name = "expected-returns"  # the WMS announces once for every door of the site
         if name is None:
             counters["messages_unexpected"] += 1
             return
+        if name == "expected-returns":
+            # Their own task, in order: a large announcement must not hold up scans and acks.
+            await self._announcements.put(message)
+            return
+        await self._answer(name, message)
+
+    async def announce_loop(self) -> None:
+        """Apply queued expected-returns announcements one after the other, forever."""
+        while True:
+            message = await self._announcements.get()
+            try:
+                await self._answer("expected-returns", message)
+            except GatewayError as exc:
+                # As for other commands: the buffer failed under this one; the next may succeed.
+                _log.warning("incoming_message_failed", topic=message.topic[:200], error=str(exc))
+
+    async def _answer(self, name: str, message: IncomingMessage) -> None:
+        counters = self._shared.tallies.counters
         try:
             payload = self._verified(name, message.payload)
             result = await self._command(name, payload)
@@ -90,7 +115,8 @@ class CommandHandler:
     async def _command(self, name: str, payload: bytes) -> dict[str, Any]:
         body = command_body(name, payload)
         if name == "expected-returns":
-            return {"ok": True, **(await self._flow.apply_expected_returns(body))}
+            result = await self._flow.apply_expected_returns(body)
+            return {"ok": True, "gateway": self._shared.config.gateway.id, **result}
         if name == "replay":
             return {"ok": True, **(await self._replay(body))}
         if name == "profile-apply":

@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.buffer.store import Buffer, Gap
+from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.shared import LOG_COMPONENT, Shared
-from gateway.domain.events import RawEvent
+from gateway.domain.events import RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan
 from gateway.errors import OutboxFull
@@ -35,7 +36,8 @@ async def restore_pipeline(buffer: Buffer, plan: PipelinePlan) -> tuple[Pipeline
             snapshot = json.loads(state)
         except ValueError:
             _log.error("pipeline_state_unreadable_starting_empty")
-    return Pipeline(plan, snapshot), cursor
+    # The registry lives in the buffer: the pipeline works on a slice the link keeps loaded.
+    return Pipeline(plan, snapshot, ExpectedLink.new_slice()), cursor
 
 
 class PipelineFlow:
@@ -51,8 +53,10 @@ class PipelineFlow:
         render: Callable[[Movement, int], bytes],
         kpis: KpiTracker,
         on_committed: Callable[[], None],
+        expected: ExpectedLink,
     ) -> None:
         self.pipeline = pipeline
+        self.expected = expected
         self._shared = shared
         self._buffer = buffer
         self._render = render
@@ -61,6 +65,7 @@ class PipelineFlow:
         self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
+        expected.attach(pipeline, self._lock)
         self._cursor = cursor
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
@@ -77,6 +82,9 @@ class PipelineFlow:
 
     async def ingest(self, event: RawEvent) -> None:
         """Queue one event from a reader for the journal (waits while the queue is full)."""
+        if isinstance(event, TagRead):
+            # The console's live view: a few counters, no clock, no decoding.
+            self._shared.tallies.tags_in_view.observe(event)
         await self._queue.put(event)
 
     async def journal_loop(self) -> None:
@@ -137,17 +145,18 @@ class PipelineFlow:
 
     async def apply_expected_returns(self, body: dict[str, Any]) -> dict[str, Any]:
         """Change the expected-returns registry; durable before this returns."""
-        result = self.pipeline.apply_expected_returns(body)
-        # Durable before the reply: the checkpoint carries the registry.
-        self._state_dirty = True
-        await self.step()
-        return result
+        # Each chunk is its own transaction in the buffer, taken between pipeline steps.
+        return await self.expected.announce(body)
 
     def log_notices(self) -> None:
         """Count and log what the pipeline noticed since the last call."""
         for notice in self.pipeline.take_notices():
             self._shared.tallies.counters[f"notice_{notice.event}"] += 1
-            _log.info(notice.event, station=notice.station, **dict(notice.fields))
+            fields = dict(notice.fields)
+            self._shared.tallies.activity.add_notice(
+                notice.event, notice.station, fields, self._shared.clock()
+            )
+            _log.info(notice.event, station=notice.station, **fields)
 
     async def _append(self, batch: list[RawEvent]) -> None:
         counters = self._shared.tallies.counters
@@ -170,11 +179,14 @@ class PipelineFlow:
         movements: list[Movement] = []
         while read_journal:
             rows = await self._buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+            await self.expected.prefetch([event for _, event in rows])
             for journal_id, event in rows:
                 movements.extend(self.pipeline.feed(event, monotonic()))
                 self._cursor = journal_id
             if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
                 break
+        if not read_journal:
+            await self.expected.prefetch([])  # visits closing now may need what was dropped
         movements.extend(self.pipeline.tick(monotonic(), self._shared.clock()))
         gaps: list[Gap] = []
         if self._gaps_pending:
@@ -198,9 +210,13 @@ class PipelineFlow:
         pipeline, so between checkpoints (at most CHECKPOINT_EVERY_S apart) movements are
         committed at once with the last checkpoint unchanged. A crash in between re-derives
         them from that checkpoint with the same ids, and the outbox keeps one copy of each.
+        Receipts that consumed expected-returns lines always move the checkpoint on: the lines
+        are written with them, and a re-derivation against consumed lines could consume more.
         """
+        # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
+        also = self.expected.updates_writer()
         saved = self._checkpointed_state
-        if advance or saved is None:
+        if advance or saved is None or also is not None:
             advance = True
             state = json.dumps(self.pipeline.snapshot(), separators=(",", ":")).encode()
             cursor = self._cursor
@@ -212,6 +228,7 @@ class PipelineFlow:
             state=state,
             render=self._render,
             gaps_reported=[gap.gap_id for gap in gaps],
+            also=also,
         )
         if advance:
             self._last_checkpoint_mono = self._shared.monotonic()
@@ -223,6 +240,7 @@ class PipelineFlow:
             self._behind_checkpoint = True
         if seqs:
             tallies = self._shared.tallies
+            tallies.activity.add_movements(movements, seqs)
             for movement in movements:
                 tallies.movements_by_type[movement.type] += 1
             self._kpis.add_committed(movements, seqs, self._shared.clock())

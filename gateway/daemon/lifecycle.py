@@ -13,6 +13,7 @@ from gateway import __version__
 from gateway.buffer.keys import buffer_path
 from gateway.buffer.store import Buffer, BufferStats
 from gateway.config import Config
+from gateway.console.tags import TagsInView
 from gateway.daemon import views
 from gateway.daemon.running import Running, start_parts
 from gateway.daemon.shared import LOG_COMPONENT, Shared, Tallies
@@ -53,7 +54,11 @@ class Daemon:
                 site=config.gateway.site,
                 gateway=config.gateway.id,
             ),
-            tallies=Tallies(),
+            tallies=Tallies(
+                tags_in_view=TagsInView(
+                    config.console.tags_in_view_max, config.console.tag_expire_s
+                )
+            ),
             clock=clock,
             monotonic=monotonic,
         )
@@ -97,6 +102,12 @@ class Daemon:
         if self._running is None:
             raise InputError("profile-apply", "the daemon is not running")
         return await self._running.switcher.apply(request)
+
+    async def announce_expected(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply an `expected-returns` command as if it came over MQTT (the demo without broker)."""
+        if self._running is None:
+            raise InputError("expected-returns", "the daemon is not running")
+        return await self._running.flow.apply_expected_returns(command)
 
     def health(self) -> dict[str, object]:
         """Health for the status topic and the health endpoint."""
@@ -161,6 +172,9 @@ class Daemon:
         health = self.config.health
         async with contextlib.AsyncExitStack() as stack:
             if health.enabled:
+                from gateway.daemon.console_view import console_for  # noqa: PLC0415 - loads aiohttp only when served
+
+                console = console_for(self.config, self._shared, running, self.health)
                 await stack.enter_async_context(
                     HealthServer(
                         health.listen,
@@ -171,6 +185,7 @@ class Daemon:
                             buffer_full_share=health.buffer_full_share,
                         ),
                         actions={"profile-apply": running.switcher.apply_local},
+                        extension=console,
                     )
                 )
             await self._task_group(running)
@@ -191,6 +206,8 @@ class Daemon:
                 group.create_task(upkeep.retention_loop(), name="retention")
                 group.create_task(upkeep.kpi_loop(), name="kpi")
                 group.create_task(upkeep.verify_buffer(), name="buffer-verify")
+                group.create_task(running.commands.announce_loop(), name="expected-announce")
+                group.create_task(flow.expected.sweep_loop(shared.clock), name="expected-sweep")
                 for reader, slot in zip(self.config.readers, self.slots, strict=True):
                     factory = driver_factory(
                         reader,

@@ -57,6 +57,7 @@ class ProfileSwitcher:
                 "reader": reader.id,
                 "requested_by": requested_by,
                 "source": str(request.get("source", "unknown")),
+                "client": str(request["client"])[:64] if request.get("client") else None,
                 "old": {"name": old.name, "version": old.version},
                 "new": {"name": new.name, "version": new.version},
                 "changes": [list(c) for c in diff_profiles(old, new)],

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.buffer.expected import ExpectedStore
 from gateway.buffer.store import Buffer
 from gateway.daemon.commands import CommandHandler
+from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.flow import PipelineFlow, restore_pipeline
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.profile_switch import ProfileSwitcher
@@ -42,6 +44,7 @@ async def start_parts(
     """Restore what the last run left in the buffer and build every running part on it."""
     config = shared.config
     pipeline, cursor = await restore_pipeline(buffer, pipeline_plan(config, shared.profiles))
+    expected = ExpectedLink(ExpectedStore(buffer))
     replay_epochs = await load_replay_epochs(buffer, config, shared.clock)
     kpis = KpiTracker(
         CostFactors.from_config(config.kpi.factors, config.kpi.gtin_prefixes),
@@ -75,7 +78,10 @@ async def start_parts(
         render=make_renderer(config),
         kpis=kpis,
         on_committed=forwarder.notify,
+        expected=expected,
     )
+    # A registry in a snapshot from before migration 0002 moves into the buffer (idempotent).
+    await expected.import_legacy()
     switcher = ProfileSwitcher(shared, buffer, forwarder)
     commands = CommandHandler(shared, buffer, forwarder, flow, switcher)
     return Running(

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from gateway.buffer.store import BufferStats
 from gateway.config import Config
+from gateway.console.activity import RecentActivity
+from gateway.console.tags import TagsInView
 from gateway.profiles import Profile
 from gateway.runtime.supervisor import ReaderSlot
 from gateway.sync.topics import Topics
@@ -28,6 +30,9 @@ class Tallies:
     reader_down_since: dict[str, float] = field(default_factory=dict)
     # (monotonic time, events so far) per reader over the rollback watch: the read rate.
     read_counts: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # What the technicians' console shows: tags read lately, visits and movements made lately.
+    tags_in_view: TagsInView = field(default_factory=TagsInView)
+    activity: RecentActivity = field(default_factory=RecentActivity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,9 +75,10 @@ class Upkeep:
         """Publish the KPIs now, and keep their state in the buffer."""
         config, tallies = self.shared.config, self.shared.tallies
         stats = tallies.stats
+        open_rmas = (await self.flow.expected.stats()).open_rmas  # O(1): kept counters
         tallies.kpi_snapshot = self.kpis.state.snapshot_kpis(
             self.shared.clock(),
-            open_rmas=self.flow.pipeline.expected.open_count(),
+            open_rmas=open_rmas,
             oldest_unacked_age_s=stats.oldest_pending_age_s if stats is not None else None,
         )
         payload = json.dumps(

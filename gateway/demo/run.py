@@ -15,6 +15,7 @@ from rich.console import Console
 
 from gateway.config import Config, parse_config
 from gateway.daemon import Daemon
+from gateway.demo.announce import announce
 from gateway.demo.broker import Broker, choose_broker
 from gateway.demo.screen import keys, watch
 from gateway.demo.script import HANDHELDS, STATIONS, Show, chaos, handhelds
@@ -68,7 +69,9 @@ async def _demo(
     scenario = _scenario(duration_s)
     async with LlrpSimulator(scenario, port=0) as simulator, contextlib.AsyncExitStack() as stack:
         scanner_port = free_port()
-        config = _demo_config(work, broker, simulator.port, scanner_port)
+        console_port = free_port()
+        config = _demo_config(work, broker, simulator.port, scanner_port, console_port)
+        console.print(f"technicians' console: http://127.0.0.1:{console_port}/", highlight=False)
         sink: WmsSink | None = None
         if not broker.offline:
             sink = await stack.enter_async_context(
@@ -77,6 +80,7 @@ async def _demo(
         daemon = Daemon(config, install_signals=True)
         run_task = asyncio.create_task(daemon.run(), name="daemon")
         helpers = [
+            asyncio.create_task(announce(daemon, sink, scenario, show), name="announce"),
             asyncio.create_task(handhelds(scanner_port, show), name="handhelds"),
             asyncio.create_task(keys(broker, simulator, show), name="keys"),
         ]
@@ -173,7 +177,9 @@ def _summary(
     return 0 if complete else 1
 
 
-def _demo_config(work: Path, broker: Broker, llrp_port: int, scanner_port: int) -> Config:
+def _demo_config(
+    work: Path, broker: Broker, llrp_port: int, scanner_port: int, console_port: int
+) -> Config:
     raw: dict[str, Any] = {
         "gateway": {"id": "dock-demo", "site": "demo-site", "state_dir": str(work / "state")},
         "mqtt": {
@@ -187,7 +193,8 @@ def _demo_config(work: Path, broker: Broker, llrp_port: int, scanner_port: int) 
             "kpi_interval_s": 2.0,
             "keepalive_s": 5,
         },
-        "health": {"enabled": False},
+        # The health port serves the technicians' console too, on loopback only.
+        "health": {"enabled": True, "listen": f"127.0.0.1:{console_port}"},
         "stations": [
             {**STATIONS[0], "absent_s": 2.0},
             *STATIONS[1:],

@@ -64,6 +64,12 @@ async def handhelds(port: int, show: Show) -> None:
             writer.close()
 
 
+def script_item(n: int) -> tuple[str, str]:
+    """GTIN and serial of the n-th item the door's handheld scans."""
+    body = "0" + f"614141{n % 1000:06d}"[:12]
+    return f"{body}{gs1_check_digit(body)}", f"{n:06d}"
+
+
 def scan_script() -> Iterator[tuple[str, str]]:
     """(handheld, scan) pairs: an RMA of three items at the door, its bench, then its next place."""
     n = 0
@@ -72,8 +78,8 @@ def scan_script() -> Iterator[tuple[str, str]]:
         items = []
         for _ in range(3):
             n += 1
-            body = "0" + f"614141{n % 1000:06d}"[:12]
-            items.append(f"]C101{body}{gs1_check_digit(body)}21{n:06d}")
+            gtin, serial = script_item(n)
+            items.append(f"]C101{gtin}21{serial}")
             yield "hh-door", items[-1]
         yield "hh-door", "RMA-CLOSE"
         disposition = DISPOSITIONS[rma % len(DISPOSITIONS)]

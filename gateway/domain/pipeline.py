@@ -1,5 +1,9 @@
 """The pipeline: raw events in, movements out. Pure: time is passed in, state snapshots to JSON.
 
+Expected returns are not part of the snapshot: the daemon keeps them in its buffer, asks
+`lookup_keys` what a batch may touch, loads those RMAs into `expected` (a slice) before feeding
+the batch, and stores `expected.take_updates()` with the movements.
+
 Event time (the `at_s` the readers stamped) decides visits, RMA timeouts and movement ids, so a
 pipeline rebuilt after a crash by replaying the journal from its checkpoint derives the same
 movements with the same ids. A monotonic clock passed to `tick` only moves event time forward
@@ -16,7 +20,7 @@ from typing import Any
 from gateway.domain.barcodes import DEFAULT_PATTERNS, Barcode, Gs1Syntax, Patterns, parse_barcode
 from gateway.domain.epc import decode_epc, raw_uri
 from gateway.domain.events import BarcodeScan, RawEvent, TagRead
-from gateway.domain.expected import ExpectedReturns
+from gateway.domain.expected import ExpectedReturns, LookupKey, lookup_keys
 from gateway.domain.gs1_rules import BUILTIN_RULES, RuleTable
 from gateway.domain.movements import (
     Direction,
@@ -34,6 +38,8 @@ from gateway.errors import InputError, ParseError
 SNAPSHOT_VERSION = 1
 LIVE_WINDOW_S = 5.0
 MAX_NOTICES = 1000
+# Decoded EPCs kept for `lookup_keys`, which asks again about every open visit on each step.
+EPC_KEY_CACHE_MAX = 20_000
 CONTROL_KINDS = frozenset({"rma", "rma-close", "disposition", "location"})
 
 
@@ -74,10 +80,20 @@ class Notice:
 class Pipeline:
     """Turns raw events into movements per station kind; see the module docstring for time."""
 
-    def __init__(self, plan: PipelinePlan, snapshot: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        plan: PipelinePlan,
+        snapshot: Mapping[str, Any] | None = None,
+        expected: ExpectedReturns | None = None,
+    ) -> None:
         self.plan = plan
         self.counters: Counter[str] = Counter()
-        self.expected = ExpectedReturns()
+        self.expected = expected if expected is not None else ExpectedReturns()
+        # Registry entries found in a snapshot of an older version (before the buffer kept them).
+        self.legacy_expected: list[dict[str, Any]] = []
+        self._epc_keys: dict[str, list[LookupKey]] = {}
+        # Barcodes `lookup_keys` parsed for the batch about to be fed: parsed once, not twice.
+        self._parsed: dict[str, Barcode | ParseError] = {}
         self._notices: list[Notice] = []
         self._anchor: tuple[float, float] | None = None
         self._last_event_s: float | None = None
@@ -154,8 +170,31 @@ class Pipeline:
         return sum(tracker.open_visits() for tracker in self._trackers.values())
 
     def apply_expected_returns(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Apply an expected-returns command (raises InputError on a bad one)."""
+        """Apply an expected-returns command to the in-memory registry (InputError if bad)."""
         return self.expected.apply(command)
+
+    def lookup_keys(self, events: Sequence[RawEvent]) -> set[LookupKey]:
+        """Registry lookups that feeding `events` and the next `tick` may make (receipts only)."""
+        keys: set[LookupKey] = set()
+        receiving = {sid for sid, sp in self.plan.stations.items() if sp.kind == "receiving"}
+        if not receiving:
+            return keys
+        self._parsed.clear()
+        for event in events:
+            if event.station not in receiving:
+                continue
+            if isinstance(event, TagRead):
+                keys.update(self._keys_of_epc(event.epc_hex))
+                continue
+            parsed = self._parse(event.data)
+            self._parsed[event.data] = parsed
+            if isinstance(parsed, Barcode) and parsed.kind not in CONTROL_KINDS:
+                keys.update(lookup_keys(_item_from_barcode(parsed)))
+        for sid in receiving:
+            # Visits still open close in a later step, perhaps after the slice was dropped.
+            for epc_hex in self._trackers[sid].pending_epcs():
+                keys.update(self._keys_of_epc(epc_hex))
+        return keys
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -166,7 +205,6 @@ class Pipeline:
             "last_event_s": self._last_event_s,
             "trackers": {sid: t.snapshot() for sid, t in self._trackers.items()},
             "workflows": {sid: w.snapshot() for sid, w in self._workflows.items()},
-            "expected": self.expected.snapshot(),
         }
 
     def _restore(self, snapshot: Mapping[str, Any]) -> None:
@@ -187,7 +225,9 @@ class Pipeline:
         for sid, data in snapshot.get("workflows", {}).items():
             if sid in self._workflows:
                 self._workflows[sid].restore(data)
-        self.expected = ExpectedReturns.restore(snapshot.get("expected", []))
+        legacy = snapshot.get("expected")
+        if isinstance(legacy, list):
+            self.legacy_expected = legacy
         self._last_event_s = snapshot.get("last_event_s")
 
     # -- private -------------------------------------------------------------------------------
@@ -204,21 +244,15 @@ class Pipeline:
             self._last_event_s = at_s
 
     def _scan(self, station: StationPlan, scan: BarcodeScan) -> list[Movement]:
-        try:
-            barcode = parse_barcode(
-                scan.data,
-                self.plan.patterns or DEFAULT_PATTERNS,
-                gs1=self.plan.gs1,
-                rules=self.plan.rules,
-            )
-        except ParseError as exc:
+        barcode = self._parsed.get(scan.data) or self._parse(scan.data)
+        if isinstance(barcode, ParseError):
             self.counters["bad_scans"] += 1
             self._notice(
                 "scan_rejected",
                 station.id,
                 reader=scan.reader,
                 data=scan.data[:64],
-                reason=str(exc),
+                reason=str(barcode),
             )
             return []
         workflow = self._workflows[station.id]
@@ -244,12 +278,28 @@ class Pipeline:
     def _visit(self, station: StationPlan, visit: Visit) -> list[Movement]:
         if visit.stray:
             self.counters["strays"] += 1
-            self._notice("stray_tag", station.id, epc=visit.epc_hex, reason=visit.reason)
+            self._notice(
+                "stray_tag",
+                station.id,
+                epc=visit.epc_hex,
+                reason=visit.reason,
+                reader=visit.reader,
+                zones=list(visit.zones),
+                reads=visit.reads,
+                peak_rssi_dbm=visit.peak_rssi_dbm,
+            )
             return []
         if visit.direction in ("in-out", "out-in"):
             self.counters["reversed_passages"] += 1
             self._notice(
-                "passage_reversed", station.id, epc=visit.epc_hex, direction=visit.direction
+                "passage_reversed",
+                station.id,
+                epc=visit.epc_hex,
+                direction=visit.direction,
+                reader=visit.reader,
+                zones=list(visit.zones),
+                reads=visit.reads,
+                confidence=round(visit.confidence, 3),
             )
             return []
         direction: Direction = (
@@ -395,6 +445,34 @@ class Pipeline:
                 )
             )
         return movements
+
+    def _parse(self, data: str) -> Barcode | ParseError:
+        try:
+            return parse_barcode(
+                data,
+                self.plan.patterns or DEFAULT_PATTERNS,
+                gs1=self.plan.gs1,
+                rules=self.plan.rules,
+            )
+        except ParseError as exc:
+            return exc
+
+    def _keys_of_epc(self, epc_hex: str) -> list[LookupKey]:
+        keys = self._epc_keys.get(epc_hex)
+        if keys is None:
+            try:
+                epc = decode_epc(epc_hex)
+            except ParseError:
+                keys = [("epc", raw_uri(epc_hex))]
+            else:
+                fields = epc.fields
+                keys = lookup_keys(
+                    Item(epc=epc.uri, gtin=fields.get("gtin"), serial=fields.get("serial"))
+                )
+            if len(self._epc_keys) >= EPC_KEY_CACHE_MAX:
+                self._epc_keys.clear()
+            self._epc_keys[epc_hex] = keys
+        return keys
 
     def _item_from_epc(self, epc_hex: str, station: str) -> Item:
         try:

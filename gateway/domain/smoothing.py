@@ -249,6 +249,10 @@ class VisitTracker:
         """Visits still open (their tags read within `absent_s`, or held)."""
         return len(self._open)
 
+    def pending_epcs(self) -> list[str]:
+        """EPC hex of every visit that `expire` has yet to hand out (open or already ended)."""
+        return [*self._open, *(visit.epc_hex for visit in self._ended)]
+
     def snapshot(self) -> dict[str, object]:
         """JSON-safe state: open visits as aggregates, visits ended but not yet expired, stats."""
         return {

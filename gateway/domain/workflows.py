@@ -10,6 +10,9 @@ from gateway.domain.barcodes import Barcode
 # How long a disposition or location scanned at a station stays in force without a new one.
 CONTEXT_TIMEOUT_S = 3600.0
 
+# Items remembered for the rescan window before pruning the ones outside it.
+RESCAN_ITEMS_KEPT = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class StationContext:
@@ -34,6 +37,7 @@ class StationWorkflow:
         self._location: str | None = None
         self._location_at_s = 0.0
         self._last_item_s: dict[str, float] = {}
+        self._prune_above = RESCAN_ITEMS_KEPT
 
     def context(self, at_s: float) -> StationContext:
         """What is in force at `at_s` (expired RMAs and contexts close first)."""
@@ -66,9 +70,12 @@ class StationWorkflow:
         """True when the same item was scanned here within the rescan window (a double trigger)."""
         last = self._last_item_s.get(item_key)
         self._last_item_s[item_key] = at_s
-        if len(self._last_item_s) > 4096:
+        if len(self._last_item_s) > self._prune_above:
             horizon = at_s - self.rescan_window_s
             self._last_item_s = {k: v for k, v in self._last_item_s.items() if v >= horizon}
+            # A burst of more items than that within one window (a replay, a backlog) would
+            # otherwise prune on every scan: prune again only once the dict has doubled.
+            self._prune_above = max(RESCAN_ITEMS_KEPT, 2 * len(self._last_item_s))
         return last is not None and 0 <= at_s - last <= self.rescan_window_s
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Health and metrics over HTTP on 127.0.0.1: `/healthz` (200 or 503 with reasons), `/metrics`.
 
 `POST /actions/NAME` with a JSON body runs a local action (e.g. `profile-apply` for a technician
-on site when the broker is down); it listens on loopback only, by default.
+on site when the broker is down); it listens on loopback only, by default. The server is aiohttp;
+the technicians' console plugs into it as an `HttpExtension` (routes plus its login guard).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -21,7 +23,6 @@ from gateway.errors import GatewayError
 from gateway.logs import get_logger
 
 _log = get_logger("health")
-_MAX_REQUEST_BYTES = 8192
 _MAX_BODY_BYTES = 1024 * 1024
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _READER_STATES = (
@@ -68,8 +69,16 @@ def assess(health: Mapping[str, Any], policy: HealthPolicy) -> list[str]:
     return sorted(set(reasons))
 
 
+class HttpExtension(Protocol):
+    """Something more the HTTP server serves (the technicians' console): routes and a guard."""
+
+    def install(self, app: web.Application, registry: CollectorRegistry) -> None:
+        """Add routes, middlewares and metrics collectors to the server before it starts."""
+        ...
+
+
 class HealthServer:
-    """Serves `/healthz` and `/metrics` from a health() callable; `async with` binds the port."""
+    """Serves `/healthz`, `/metrics` and `POST /actions/NAME` on aiohttp; `async with` binds."""
 
     def __init__(
         self,
@@ -77,132 +86,116 @@ class HealthServer:
         health: Callable[[], Mapping[str, Any]],
         policy: HealthPolicy | None = None,
         actions: Mapping[str, Action] | None = None,
+        extension: HttpExtension | None = None,
     ) -> None:
-        host, _, port = listen.rpartition(":")
-        self._host = host.strip("[]") or "127.0.0.1"
-        self._port = int(port)
+        self._host, self._port = split_listen(listen)
         self._health = health
         self._policy = policy or HealthPolicy()
         self._actions = dict(actions or {})
-        self._server: asyncio.Server | None = None
+        self._extension = extension
+        self._runner: web.AppRunner | None = None
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_GatewayCollector(health))
 
     @property
     def port(self) -> int:
         """The bound port (useful when configured as 0)."""
-        if self._server is None:
+        if self._runner is None or not self._runner.addresses:
             return self._port
-        port: int = self._server.sockets[0].getsockname()[1]
+        port: int = self._runner.addresses[0][1]
         return port
 
     async def __aenter__(self) -> Self:
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/actions/{name}", self._action)
+        if self._extension is not None:
+            self._extension.install(app, self._registry)
+        app.router.add_route("*", "/{tail:.*}", _not_found)
+        # No access log: a scrape every few seconds would bury the gateway's own events.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
         try:
-            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+            await site.start()
         except OSError as exc:
+            await runner.cleanup()
             raise GatewayError(
                 f"health endpoint cannot listen on {self._host}:{self._port}: {exc}"
             ) from exc
+        self._runner = runner
         _log.info("health_listening", host=self._host, port=self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
-            self._server = None
+                await asyncio.wait_for(self._runner.cleanup(), timeout=5.0)
+            self._runner = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            TimeoutError,
-            ConnectionError,
-        ):
-            writer.close()
-            return
-        if len(head) > _MAX_REQUEST_BYTES:
-            await _respond(writer, 431, "text/plain", b"request header too large\n")
-            return
-        parts = head.split(b"\r\n", 1)[0].split()
-        method = parts[0].decode("latin-1") if parts else ""
-        path = parts[1].decode("latin-1") if len(parts) >= 2 else ""
-        if method == "POST" and path.startswith("/actions/"):
-            await self._action(path.removeprefix("/actions/"), head, reader, writer)
-        elif path == "/healthz":
-            health = self._health()
-            reasons = assess(health, self._policy)
-            body = json.dumps({"healthy": not reasons, "reasons": reasons, **health}, default=str)
-            await _respond(writer, 503 if reasons else 200, "application/json", body.encode())
-        elif path == "/metrics":
-            await _respond(
-                writer, 200, "text/plain; version=0.0.4", generate_latest(self._registry)
-            )
-        else:
-            await _respond(writer, 404, "text/plain", b"try /healthz or /metrics\n")
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        health = self._health()
+        reasons = assess(health, self._policy)
+        body = json.dumps({"healthy": not reasons, "reasons": reasons, **health}, default=str)
+        response = web.Response(
+            status=503 if reasons else 200, text=body, content_type="application/json"
+        )
+        response.force_close()  # as before aiohttp: one request per connection, then close
+        return response
 
-    async def _action(
-        self, name: str, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        action = self._actions.get(name)
-        length = _content_length(head)
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        response = web.Response(
+            body=generate_latest(self._registry),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+        response.force_close()
+        return response
+
+    async def _action(self, request: web.Request) -> web.Response:
+        action = self._actions.get(request.match_info["name"])
         if action is None:
-            await _respond(
-                writer, 404, "application/json", b'{"ok": false, "error": "no such action"}'
-            )
-            return
-        if length is None or length > _MAX_BODY_BYTES:
-            await _respond(
-                writer, 400, "application/json", b'{"ok": false, "error": "body length"}'
-            )
-            return
+            return _json({"ok": False, "error": "no such action"}, 404)
+        if request.content_length is None or request.content_length > _MAX_BODY_BYTES:
+            return _json({"ok": False, "error": "body length"}, 400)
         try:
-            body = await asyncio.wait_for(reader.readexactly(length), timeout=10.0)
-            request = json.loads(body)
-        except (asyncio.IncompleteReadError, TimeoutError, ValueError, UnicodeDecodeError):
-            await _respond(writer, 400, "application/json", b'{"ok": false, "error": "not JSON"}')
-            return
-        if not isinstance(request, dict):
-            await _respond(
-                writer, 400, "application/json", b'{"ok": false, "error": "not an object"}'
-            )
-            return
-        result = await action(request)
-        status = 200 if result.get("ok") else 409
-        await _respond(writer, status, "application/json", json.dumps(result, default=str).encode())
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError, web.HTTPRequestEntityTooLarge):
+            return _json({"ok": False, "error": "not JSON"}, 400)
+        if not isinstance(body, dict):
+            return _json({"ok": False, "error": "not an object"}, 400)
+        # Who asked, for the audit: the address always; the signed-in user when a login is
+        # required (then the body's own `requested_by` is not trusted).
+        body = {**body, "client": request.remote}
+        user = request.get(USER_KEY)
+        if user is not None:
+            body["requested_by"] = user
+        result = await action(body)
+        return _json(result, 200 if result.get("ok") else 409)
 
 
-def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            try:
-                return int(value.strip())
-            except ValueError:
-                return None
-    return None
+USER_KEY = "gateway.user"
+"""Request key under which a login guard puts the signed-in user's name."""
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes) -> None:
-    reason = {
-        200: "OK",
-        400: "Bad Request",
-        404: "Not Found",
-        409: "Conflict",
-        431: "Too Large",
-        503: "Service Unavailable",
-    }[status]
-    writer.write(
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n".encode()
-        + body
+def split_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of a `host:port` listen string; an empty host means 127.0.0.1."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _not_found(_request: web.Request) -> web.Response:
+    response = web.Response(status=404, text="try /healthz or /metrics\n")
+    response.force_close()
+    return response
+
+
+def _json(body: Mapping[str, Any], status: int) -> web.Response:
+    response = web.Response(
+        status=status, text=json.dumps(body, default=str), content_type="application/json"
     )
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    writer.close()
+    response.force_close()
+    return response
 
 
 class _GatewayCollector(Collector):
@@ -248,6 +241,7 @@ class _GatewayCollector(Collector):
             "acks_received",
             "bad_acks",
             "reconnects",
+            "failovers",
         ):
             counter = CounterMetricFamily(f"gateway_mqtt_{key}", f"MQTT forwarder: {key}")
             counter.add_metric([], float(broker.get(key) or 0))
@@ -255,6 +249,14 @@ class _GatewayCollector(Collector):
         connected = GaugeMetricFamily("gateway_mqtt_connected", "1 when the broker link is up")
         connected.add_metric([], 1.0 if broker.get("connected") else 0.0)
         yield connected
+        server = GaugeMetricFamily(
+            "gateway_mqtt_server",
+            "1 for the broker (of [mqtt] servers) the link is on",
+            labels=["server"],
+        )
+        if broker.get("server"):
+            server.add_metric([str(broker["server"])], 1.0)
+        yield server
         state = GaugeMetricFamily(
             "gateway_reader_state", "1 for the reader's current state", labels=["reader", "state"]
         )

@@ -34,7 +34,8 @@ from gateway.sync.mqtt import (
     PublishProperties,
 )
 from gateway.sync.outbox import OutboxRowLike, OutboxSource
-from gateway.sync.settings import ForwarderSettings, Will
+from gateway.sync.servers import ServerRing
+from gateway.sync.settings import ForwarderSettings, LinkSettings, Will
 from gateway.sync.topics import Topics
 from gateway.sync.window import FETCH_ROWS, Window
 from gateway.sync.wms_acks import WmsAcks
@@ -72,6 +73,9 @@ class ForwarderStats:
     inflight: int = 0
     inflight_peak: int = 0
     unacked: int = 0
+    # Which of `[mqtt] servers` the link is on (None while down), and moves between them.
+    server: str | None = None
+    failovers: int = 0
 
 
 class Forwarder:
@@ -98,6 +102,7 @@ class Forwarder:
         self._wall_clock = wall_clock
         self._wms = settings.delivery == "wms"
         self._backoff = Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s)
+        self._servers = ServerRing(settings.servers or ((settings.link.host, settings.link.port),))
         self._stats = ForwarderStats(window=settings.max_inflight)
         self._window = Window(settings.max_inflight)
         self._acks = WmsAcks()
@@ -137,6 +142,14 @@ class Forwarder:
 
     async def run(self) -> None:
         """Connect, publish and reconnect with backoff until cancelled (or until `stop()`)."""
+        if self._settings.link.protocol == "3.1.1" and self._settings.delivery == "broker":
+            # A 3.1.1 PUBACK has no reason code: mosquitto acks a publish its ACL refuses, then
+            # drops it, and that row would count as delivered.
+            _log.warning(
+                "mqtt311_broker_delivery",
+                advice='MQTT 3.1.1 cannot report a refused publish: set delivery = "wms" to '
+                "count only what the WMS acknowledged",
+            )
         async with asyncio.TaskGroup() as group:
             inbox = self._inbox
             dispatcher = None
@@ -178,7 +191,10 @@ class Forwarder:
             self._queue_control(Control(topic, payload, retain=True))
 
     async def reply(self, msg: IncomingMessage, name: str, payload: bytes) -> None:
-        """Answer a command on `cmd-result/{name}`, and on its MQTT 5 response topic if given."""
+        """Answer a command on `cmd-result/{name}`, and on its MQTT 5 response topic if given.
+
+        MQTT 3.1.1 carries no response topic, so there the reply goes to `cmd-result/{name}` only.
+        """
         if not self._connected():
             _log.info("command_reply_dropped_offline", command=name)
             return
@@ -211,18 +227,22 @@ class Forwarder:
         while not stopping():
             self._generation += 1
             will = Will(self._topics.status, offline_status(self._topics), qos=1, retain=True)
-            link_settings = dataclasses.replace(settings.link, will=will)
+            host, port = self._servers.current
+            link_settings = dataclasses.replace(settings.link, will=will, host=host, port=port)
             link = MqttLink(link_settings, self._handler(self._generation))
             try:
                 await link.connect()
             except BrokerUnavailable as exc:
-                _note_failure(self._stats, settings, "broker_connect_failed", exc, failures)
+                _note_failure(self._stats, link_settings, "broker_connect_failed", exc, failures)
                 failures += 1
                 refused = isinstance(exc, BrokerRefused)
                 # Refused (credentials, TLS trust): the longest backoff, jittered so a fleet
                 # refused at once by a broker-side change does not come back in lockstep.
-                delay_s = self._backoff.delay_s(LONGEST if refused else attempt)
+                delay_s = self._backoff.delay_s(
+                    LONGEST if refused else self._servers.backoff_attempt(attempt)
+                )
                 attempt += 1
+                self._servers.failed()
                 await _wait_unless_set(self._stop_event, delay_s)
                 continue
             if stopping():
@@ -232,10 +252,14 @@ class Forwarder:
                 self._stats.reconnects += 1
             ever_connected = True
             connected_at_s = self._clock()
+            if self._servers.connected():
+                self._stats.failovers += 1
+            self._stats.server = link_settings.server
             _log.info(
                 "broker_connected",
-                host=settings.link.host,
-                port=settings.link.port,
+                server=link_settings.server,
+                protocol=link_settings.protocol,
+                failovers=self._stats.failovers,
                 receive_maximum=link.receive_maximum,
                 after_failures=failures,
             )
@@ -245,12 +269,14 @@ class Forwarder:
             except BrokerUnavailable as exc:
                 if stopping():
                     return
-                _note_failure(self._stats, settings, "broker_link_lost", exc, failures)
+                _note_failure(self._stats, link_settings, "broker_link_lost", exc, failures)
                 failures += 1
                 if self._clock() - connected_at_s >= STABLE_CONNECTION_S:
                     attempt = 0
-                delay_s = self._backoff.delay_s(attempt)
+                delay_s = self._backoff.delay_s(self._servers.backoff_attempt(attempt))
                 attempt += 1
+                # Another node of a cluster takes over at once; a single broker is tried again.
+                self._servers.failed()
                 await _wait_unless_set(self._stop_event, delay_s)
             except GatewayError as exc:
                 # The outbox failed (disk full, locked): nothing was lost; start over later.
@@ -272,6 +298,7 @@ class Forwarder:
         try:
             topics = self._topics
             filters = [topics.ack, topics.cmd_filter, topics.scans_filter]
+            filters.append(topics.site_expected_returns)
             codes = await link.subscribe(filters)
             for topic, code in zip(filters, codes, strict=False):
                 if code >= 0x80:
@@ -290,6 +317,7 @@ class Forwarder:
                 self._window.end()
                 self._link = None
                 self._stats.connected = False
+                self._stats.server = None
 
     async def _pump(self, link: MqttLink) -> None:
         """The per-connection loop: batch marks, prefetch rows, timers; the hot path is _fill."""
@@ -502,7 +530,7 @@ class Forwarder:
 
 def _note_failure(
     stats: ForwarderStats,
-    settings: ForwarderSettings,
+    link: LinkSettings,
     event: str,
     exc: BrokerUnavailable,
     failures: int,
@@ -513,8 +541,7 @@ def _note_failure(
     log = _log.warning if failures == 0 else _log.debug
     log(
         event,
-        host=settings.link.host,
-        port=settings.link.port,
+        server=link.server,
         reason=str(exc),
         refused=isinstance(exc, BrokerRefused),
         failures=failures + 1,

@@ -1,4 +1,4 @@
-"""The only module that imports paho: one MQTT 5 connection driven from the asyncio loop.
+"""The only module that imports paho: one MQTT 5 or 3.1.1 connection driven from the asyncio loop.
 
 paho runs without a thread of its own (aiomqtt style): its socket is watched with
 `loop.add_reader`/`add_writer`, a timer calls `loop_misc` for keepalive, and only the blocking TCP
@@ -6,6 +6,10 @@ and TLS connect runs in the loop's default executor. paho never retries or re-se
 `MqttLink` is one connection with a fresh paho client (`reconnect_on_failure=False`), its queue of
 outgoing messages is dropped at connect, and a lost link is reported once as `Disconnected`; the
 caller makes a new link to reconnect.
+
+MQTT 3.1.1 has no properties: no reason code on PUBACK (a broker that refuses a publish closes
+the connection), no Receive Maximum, no response topic, and no session expiry (the session is
+persistent by client id: clean session off unless `session_expiry_s` is 0).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ TLS_DRAIN_READS = 1000
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+# What paho reports when an MQTT 5 CONNECT gets a 3.1.1 CONNACK "unacceptable protocol version".
+UNSUPPORTED_PROTOCOL = 0x84
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,15 @@ class MqttLink:
         if reason.is_failure:
             self._close_socket()
             text = f"broker refused the connection: {reason.getName()} (0x{reason.value:02x})"
+            if reason.value == UNSUPPORTED_PROTOCOL and settings.protocol == "5":
+                # NATS, RabbitMQ before 3.13, Azure IoT Hub: MQTT 3.1.1 only.
+                _log.error(
+                    "broker_protocol_unsupported",
+                    server=settings.server,
+                    protocol=settings.protocol,
+                    advice='the broker speaks MQTT 3.1.1 only: set [mqtt] protocol = "3.1.1"',
+                )
+                text += '; set [mqtt] protocol = "3.1.1"'
             if reason.value in _REFUSED_REASONS:
                 raise BrokerRefused(text)
             raise BrokerUnavailable(text)
@@ -170,9 +185,10 @@ class MqttLink:
         client = self._client
         if client is None or not self._connected:
             raise BrokerUnavailable("not connected")
-        info = client.publish(
-            topic, payload, qos, retain, None if properties is None else _properties(properties)
-        )
+        if properties is None or self.settings.protocol != "5":
+            info = client.publish(topic, payload, qos, retain)
+        else:
+            info = client.publish(topic, payload, qos, retain, _properties(properties))
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise BrokerUnavailable(f"publish failed: {paho.error_string(info.rc)}")
         return int(info.mid)
@@ -446,10 +462,13 @@ def _properties(props: PublishProperties) -> Properties:
 
 def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> paho.Client:
     """A paho client for these settings that never retries, queues or re-sends on its own."""
+    v311 = settings.protocol == "3.1.1"
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
-        protocol=paho.MQTTv5,
+        protocol=paho.MQTTv311 if v311 else paho.MQTTv5,
+        # 3.1.1 has no session expiry: a persistent session is kept by client id.
+        clean_session=(settings.session_expiry_s == 0) if v311 else None,
         reconnect_on_failure=False,
     )
     # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
@@ -475,17 +494,20 @@ def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> paho.Cli
 
 def _blocking_connect(client: paho.Client, settings: LinkSettings) -> None:
     """Runs in the executor: TCP connect, TLS handshake and CONNECT queued."""
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = settings.session_expiry_s
-    properties.MaximumPacketSize = settings.max_packet_bytes
     try:
-        client.connect(
-            settings.host,
-            settings.port,
-            keepalive=settings.keepalive_s,
-            clean_start=False,
-            properties=properties,
-        )
+        if settings.protocol == "3.1.1":
+            client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+        else:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = settings.session_expiry_s
+            properties.MaximumPacketSize = settings.max_packet_bytes
+            client.connect(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=False,
+                properties=properties,
+            )
     except ssl.SSLCertVerificationError as exc:
         raise BrokerRefused(f"TLS verification failed: {exc.verify_message}") from exc
     except ssl.SSLError as exc:

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.sync.servers import server_name
+
 SESSION_EXPIRY_S = 3600
+
+Protocol = Literal["5", "3.1.1"]
 MAX_PACKET_BYTES = 8 * 1024 * 1024
 
 
@@ -45,6 +49,14 @@ class LinkSettings:
     connect_timeout_s: float = 10.0
     session_expiry_s: int = SESSION_EXPIRY_S
     max_packet_bytes: int = MAX_PACKET_BYTES
+    # 3.1.1 has no properties: no session expiry (clean session off unless it is 0), no reason
+    # codes on PUBACK, no Receive Maximum, no response topic.
+    protocol: Protocol = "5"
+
+    @property
+    def server(self) -> str:
+        """`host:port` of the broker, for logs and health."""
+        return server_name((self.host, self.port))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,9 @@ class ForwarderSettings:
     """How the forwarder publishes and reconnects (it sets the Last Will on `link` itself)."""
 
     link: LinkSettings
+    # The nodes of a cluster, tried in turn (each gets `link` with its host and port); empty:
+    # `link.host` and `link.port` only.
+    servers: tuple[tuple[str, int], ...] = ()
     delivery: Literal["broker", "wms"] = "broker"
     max_inflight: int = 100
     ack_timeout_s: float = 30.0

@@ -43,6 +43,11 @@ class Topics:
         """Gateway events (profile changes, alerts), QoS 1, not retained."""
         return f"{self.base}/events"
 
+    @property
+    def site_expected_returns(self) -> str:
+        """Site-wide announcements of expected returns: one publish reaches every door."""
+        return f"{self.prefix}/{self.site}/expected-returns"
+
     def cmd(self, name: str) -> str:
         """The topic a command `name` arrives on."""
         return f"{self.base}/cmd/{name}"

@@ -71,7 +71,7 @@ class FakeDevice:
         raise OSError(errno.ENODEV, "No such device")  # the scanner was unplugged
 
 
-def _run(device: FakeDevice) -> tuple[list[str], HidScannerDriver, BaseException | None]:
+async def _run(device: FakeDevice) -> tuple[list[str], HidScannerDriver, BaseException | None]:
     driver = HidScannerDriver(
         "wedge",
         "restock-1",
@@ -80,22 +80,19 @@ def _run(device: FakeDevice) -> tuple[list[str], HidScannerDriver, BaseException
         clock=lambda: 1.0,
     )
     scans: list[str] = []
-
-    async def go() -> BaseException | None:
-        try:
-            async with driver:
-                assert device.grabbed, "the device is grabbed while in use"
-                # A loop, not a comprehension: the scans before the unplug must be kept.
-                async for scan in driver.events():
-                    scans.append(scan.data)  # noqa: PERF401
-        except ReaderUnavailable as exc:
-            return exc
-        return None
-
-    return scans, driver, asyncio.run(go())
+    error: BaseException | None = None
+    try:
+        async with driver:
+            assert device.grabbed, "the device is grabbed while in use"
+            # A loop, not a comprehension: the scans before the unplug must be kept.
+            async for scan in driver.events():
+                scans.append(scan.data)  # noqa: PERF401
+    except ReaderUnavailable as exc:
+        error = exc
+    return scans, driver, error
 
 
-def test_scans_decoded_bad_ones_counted_unplug_raises_and_releases() -> None:
+async def test_scans_decoded_bad_ones_counted_unplug_raises_and_releases() -> None:
     gs1 = "]C10180614141123458\x1d216789"
     events = (
         _keys(gs1)
@@ -104,7 +101,7 @@ def test_scans_decoded_bad_ones_counted_unplug_raises_and_releases() -> None:
         + _keys("RMA-7")
     )
     device = FakeDevice(events)
-    scans, driver, error = _run(device)
+    scans, driver, error = await _run(device)
     assert scans == [gs1, "LOC-A-01", "RMA-7"]
     assert driver.health.bad_input == 1, "the scan with an unknown key is refused and counted"
     assert isinstance(error, ReaderUnavailable)
@@ -114,21 +111,18 @@ def test_scans_decoded_bad_ones_counted_unplug_raises_and_releases() -> None:
     assert not device.grabbed, "an unplugged device is released"
 
 
-def test_busy_device_is_unavailable_not_a_crash() -> None:
+async def test_busy_device_is_unavailable_not_a_crash() -> None:
     device = FakeDevice([], busy=True)
-    scans, _, error = _run(device)
+    scans, _, error = await _run(device)
     assert scans == []
     assert isinstance(error, ReaderUnavailable)
     assert "cannot grab" in error.reason
     assert device.closed
 
 
-def test_missing_device_path_is_unavailable() -> None:
+async def test_missing_device_path_is_unavailable() -> None:
     driver = HidScannerDriver("wedge", "restock-1", "/nonexistent/event99")
 
-    async def enter() -> None:
+    with pytest.raises(ReaderUnavailable, match="cannot open"):
         async with driver:
             pass
-
-    with pytest.raises(ReaderUnavailable, match="cannot open"):
-        asyncio.run(enter())

@@ -36,14 +36,14 @@ async def _enter(caps: f.Capabilities | None, settings: LlrpSettings) -> str:
     ],
     ids=["antenna-count", "rf-mode", "power-table"],
 )
-def test_profile_outside_the_readers_capabilities_is_rejected(
+async def test_profile_outside_the_readers_capabilities_is_rejected(
     caps: f.Capabilities | None, settings: LlrpSettings, reason: str
 ) -> None:
     with pytest.raises(ReaderRejectedConfig) as info:
-        asyncio.run(_enter(caps, settings))
+        await _enter(caps, settings)
     assert reason in info.value.reason
 
 
-def test_profile_within_the_capabilities_inventories() -> None:
+async def test_profile_within_the_capabilities_inventories() -> None:
     settings = LlrpSettings(antennas=(1, 2), power_dbm_by_antenna=((1, 27.1), (2, 20.0)))
-    assert asyncio.run(_enter(None, settings)) == "inventorying"
+    assert await _enter(None, settings) == "inventorying"

@@ -227,63 +227,54 @@ def _driver_threads() -> list[threading.Thread]:
 # The contract --------------------------------------------------------------------------------
 
 
-def test_valid_scans_arrive_in_order_with_station_device_and_clock(rig: Rig) -> None:
+async def test_valid_scans_arrive_in_order_with_station_device_and_clock(rig: Rig) -> None:
     scans = [GS1, "]d2010614141123458", "RMA-000123", "DISP-RESTOCK", "LOC-A-01", "]Q1x?y=1"]
     scans += [f"ITEM-{n:04d}" for n in range(30)]
 
-    async def body() -> list[BarcodeScan]:
-        clock = stepping_clock()
-        async with running(rig, rig.make(clock)) as driver:
-            async with contextlib.aclosing(driver.events()) as events:
-                await rig.send(b"".join(s.encode() + b"\r" for s in scans))
-                got = await take(events, len(scans))
-            assert driver.health.events == len(scans)
-            assert driver.health.bad_input == 0
-            assert driver.health.last_event_at_s == got[-1].at_s
-        return got
-
-    got = asyncio.run(body())
+    clock = stepping_clock()
+    async with running(rig, rig.make(clock)) as driver:
+        async with contextlib.aclosing(driver.events()) as events:
+            await rig.send(b"".join(s.encode() + b"\r" for s in scans))
+            got = await take(events, len(scans))
+        assert driver.health.events == len(scans)
+        assert driver.health.bad_input == 0
+        assert driver.health.last_event_at_s == got[-1].at_s
     assert [e.data for e in got] == scans
     assert {e.station for e in got} == {rig.station}
     assert {e.device for e in got} == {rig.device}
     assert [e.at_s for e in got] == [CLOCK_START_S + n for n in range(1, len(scans) + 1)]
 
 
-def test_bad_lines_are_counted_and_the_stream_goes_on(rig: Rig) -> None:
-    async def body() -> tuple[list[BarcodeScan], int]:
-        async with running(rig, rig.make(stepping_clock())) as driver:
-            async with contextlib.aclosing(driver.events()) as events:
-                await rig.send(b"FIRST\r" + b"L" * 500 + b"\r")
-                await rig.send(b"\x00\x01binary\xfe\r" + b"bad\xffutf8\r" + b"SECOND\r")
-                got = await take(events, 2)
-            return got, driver.health.bad_input
-
-    got, bad = asyncio.run(body())
+async def test_bad_lines_are_counted_and_the_stream_goes_on(rig: Rig) -> None:
+    async with running(rig, rig.make(stepping_clock())) as driver:
+        async with contextlib.aclosing(driver.events()) as events:
+            await rig.send(b"FIRST\r" + b"L" * 500 + b"\r")
+            await rig.send(b"\x00\x01binary\xfe\r" + b"bad\xffutf8\r" + b"SECOND\r")
+            got = await take(events, 2)
+        bad = driver.health.bad_input
     assert [e.data for e in got] == ["FIRST", "SECOND"]
     assert bad == 3
 
 
-def test_losing_the_device_raises_reader_unavailable(rig: Rig) -> None:
+async def test_losing_the_device_raises_reader_unavailable(rig: Rig) -> None:
     if not rig.can_lose:
         pytest.skip("this input has no device to lose (tcp: see test_tcp_bind_failure)")
 
-    async def body() -> None:
-        async with running(rig, rig.make(stepping_clock())) as driver:
-            async with contextlib.aclosing(driver.events()) as events:
-                await rig.send(b"BEFORE\rPARTIAL")
-                assert [e.data for e in await take(events, 1)] == ["BEFORE"]
-                await rig.lose()
-                with pytest.raises(ReaderUnavailable) as caught:
-                    await take(events, 1)
-            assert caught.value.reader == driver.id
-            assert driver.health.state == "down"
-            assert driver.health.last_error
-
-    asyncio.run(body())
+    async with running(rig, rig.make(stepping_clock())) as driver:
+        async with contextlib.aclosing(driver.events()) as events:
+            await rig.send(b"BEFORE\rPARTIAL")
+            assert [e.data for e in await take(events, 1)] == ["BEFORE"]
+            await rig.lose()
+            with pytest.raises(ReaderUnavailable) as caught:
+                await take(events, 1)
+        assert caught.value.reader == driver.id
+        assert driver.health.state == "down"
+        assert driver.health.last_error
 
 
-def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: Rig) -> None:
-    async def body() -> None:
+async def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: Rig) -> None:
+    # A bound on failure, not a speed measurement: exit must not hang on a blocked read.
+    async with asyncio.timeout(STEP_TIMEOUT_S):
         driver = rig.make(stepping_clock())
         async with running(rig, driver):
             events = driver.events()
@@ -297,62 +288,46 @@ def test_exit_is_prompt_and_leaves_no_thread_even_with_a_blocked_consumer(rig: R
                 await consumer
             await events.aclose()
         assert driver.health.state == "idle"
-
-    async def bounded() -> None:
-        # A bound on failure, not a speed measurement: exit must not hang on a blocked read.
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await body()
-
-    asyncio.run(bounded())
     assert _driver_threads() == []
 
 
-def test_reentering_reconnects_on_the_same_driver(rig: Rig) -> None:
-    async def body() -> list[str]:
-        driver = rig.make(stepping_clock())
-        got: list[str] = []
-        for round_no in range(3):
-            async with running(rig, driver), contextlib.aclosing(driver.events()) as events:
-                await rig.send(f"ROUND-{round_no}\r".encode())
-                got += [e.data for e in await take(events, 1)]
-        assert driver.health.reconnects == 2
-        return got
-
-    assert asyncio.run(body()) == ["ROUND-0", "ROUND-1", "ROUND-2"]
+async def test_reentering_reconnects_on_the_same_driver(rig: Rig) -> None:
+    driver = rig.make(stepping_clock())
+    got: list[str] = []
+    for round_no in range(3):
+        async with running(rig, driver), contextlib.aclosing(driver.events()) as events:
+            await rig.send(f"ROUND-{round_no}\r".encode())
+            got += [e.data for e in await take(events, 1)]
+    assert driver.health.reconnects == 2
+    assert got == ["ROUND-0", "ROUND-1", "ROUND-2"]
     assert _driver_threads() == []
 
 
 # Opening failures ----------------------------------------------------------------------------
 
 
-def test_serial_missing_path_is_unavailable_at_enter(tmp_path: Path) -> None:
+async def test_serial_missing_path_is_unavailable_at_enter(tmp_path: Path) -> None:
     driver = SerialScannerDriver("s", "bench-1", str(tmp_path / "ttyACM9"), clock=stepping_clock())
 
-    async def body() -> None:
-        with pytest.raises(ReaderUnavailable) as caught:
-            async with driver:
-                pass
-        assert caught.value.reader == "s"
-
-    asyncio.run(body())
+    with pytest.raises(ReaderUnavailable) as caught:
+        async with driver:
+            pass
+    assert caught.value.reader == "s"
     assert driver.health.state == "down"
     assert _driver_threads() == []
 
 
-def test_tcp_bind_failure_is_unavailable() -> None:
+async def test_tcp_bind_failure_is_unavailable() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         driver = TcpScannerDriver("t", "door-3", f"127.0.0.1:{port}", clock=stepping_clock())
 
-        async def body() -> None:
-            with pytest.raises(ReaderUnavailable) as caught:
-                async with driver:
-                    pass
-            assert caught.value.reader == "t"
-
-        asyncio.run(body())
+        with pytest.raises(ReaderUnavailable) as caught:
+            async with driver:
+                pass
+        assert caught.value.reader == "t"
     assert driver.health.state == "down"
 
 
@@ -422,14 +397,14 @@ def _load_stream(rng: random.Random) -> tuple[bytes, list[str], int]:
     return b"".join(parts), expected, bad
 
 
-def test_load_with_garbage_and_a_100k_unterminated_line_on_a_pty() -> None:
+async def test_load_with_garbage_and_a_100k_unterminated_line_on_a_pty() -> None:
     rng = random.Random(4)
     stream, expected, bad = _load_stream(rng)
     pty = Pty()
     samples: list[int] = []
     max_scan_bytes = 4096
 
-    async def body() -> tuple[list[str], int, int]:
+    try:
         driver = SerialScannerDriver(
             "bench-1-scanner",
             "bench-1",
@@ -456,14 +431,11 @@ def test_load_with_garbage_and_a_100k_unterminated_line_on_a_pty() -> None:
                         samples.append(driver.buffered_bytes)
                         if len(got) == len(expected):
                             break
-            return got, driver.health.bad_input, driver.health.events
-
-    try:
-        got, bad_counted, events = asyncio.run(body())
+            bad_counted, event_count = driver.health.bad_input, driver.health.events
     finally:
         pty.close()
     assert got == expected
-    assert events == len(expected) == 999
+    assert event_count == len(expected) == 999
     assert bad_counted == bad
     assert samples
     assert max(samples) <= max_scan_bytes
@@ -472,70 +444,63 @@ def test_load_with_garbage_and_a_100k_unterminated_line_on_a_pty() -> None:
 # TCP specifics -------------------------------------------------------------------------------
 
 
-def test_ten_handhelds_at_once_keep_their_device_and_station() -> None:
+async def test_ten_handhelds_at_once_keep_their_device_and_station() -> None:
     stations = {f"handheld-{n}": f"station-{n % 3}" for n in range(10)}
     per_device = 30
 
-    async def body() -> list[BarcodeScan]:
-        driver = TcpScannerDriver(
-            "door-3-handhelds",
-            "door-3",
-            "127.0.0.1:0",
-            device_stations=stations,
-            clock=stepping_clock(),
-        )
-        async with driver:
-            host, port = driver.address
+    driver = TcpScannerDriver(
+        "door-3-handhelds",
+        "door-3",
+        "127.0.0.1:0",
+        device_stations=stations,
+        clock=stepping_clock(),
+    )
+    async with driver:
+        host, port = driver.address
 
-            async def handheld(name: str) -> None:
-                _, writer = await asyncio.open_connection(host, port)
-                writer.write(f"device:{name}\r\n".encode())
-                for n in range(per_device):
-                    writer.write(f"{name}/ITEM-{n}\r\n".encode())
-                    await writer.drain()
-                    await asyncio.sleep(0)
-                writer.close()
-                await writer.wait_closed()
+        async def handheld(name: str) -> None:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.write(f"device:{name}\r\n".encode())
+            for n in range(per_device):
+                writer.write(f"{name}/ITEM-{n}\r\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0)
+            writer.close()
+            await writer.wait_closed()
 
-            async with contextlib.aclosing(driver.events()) as events:
-                async with asyncio.TaskGroup() as tg:
-                    for name in stations:
-                        tg.create_task(handheld(name), name=name)
-                got = await take(events, len(stations) * per_device)
-            assert driver.health.bad_input == 0
-        return got
-
-    got = asyncio.run(body())
+        async with contextlib.aclosing(driver.events()) as events:
+            async with asyncio.TaskGroup() as tg:
+                for name in stations:
+                    tg.create_task(handheld(name), name=name)
+            got = await take(events, len(stations) * per_device)
+        assert driver.health.bad_input == 0
     for name, station in stations.items():
         mine = [e for e in got if e.device == name]
         assert [e.data for e in mine] == [f"{name}/ITEM-{n}" for n in range(per_device)]
         assert {e.station for e in mine} == {station}
 
 
-def test_device_named_by_address_else_ip_port_and_hello_only_first() -> None:
-    async def body() -> tuple[list[BarcodeScan], int]:
-        driver = TcpScannerDriver(
-            "h",
-            "door-3",
-            "127.0.0.1:0",
-            devices={"127.0.0.1": "handheld-7"},
-            clock=stepping_clock(),
-        )
-        async with driver:
-            host, port = driver.address
-            async with contextlib.aclosing(driver.events()) as events:
-                _, first = await asyncio.open_connection(host, port)
-                first.write(b"A1\ndevice:not-a-hello\n")
-                by_address = await take(events, 2)
-                _, second = await asyncio.open_connection(host, port)
-                second.write(b"device:bad name!\nB1\n")
-                bad_hello = await take(events, 1)
-                for w in (first, second):
-                    w.close()
-                    await w.wait_closed()
-            return [*by_address, *bad_hello], driver.health.bad_input
-
-    got, bad = asyncio.run(body())
+async def test_device_named_by_address_else_ip_port_and_hello_only_first() -> None:
+    driver = TcpScannerDriver(
+        "h",
+        "door-3",
+        "127.0.0.1:0",
+        devices={"127.0.0.1": "handheld-7"},
+        clock=stepping_clock(),
+    )
+    async with driver:
+        host, port = driver.address
+        async with contextlib.aclosing(driver.events()) as events:
+            _, first = await asyncio.open_connection(host, port)
+            first.write(b"A1\ndevice:not-a-hello\n")
+            by_address = await take(events, 2)
+            _, second = await asyncio.open_connection(host, port)
+            second.write(b"device:bad name!\nB1\n")
+            bad_hello = await take(events, 1)
+            for w in (first, second):
+                w.close()
+                await w.wait_closed()
+        got, bad = [*by_address, *bad_hello], driver.health.bad_input
     assert [(e.data, e.device) for e in got] == [
         ("A1", "handheld-7"),
         ("device:not-a-hello", "handheld-7"),
@@ -545,45 +510,38 @@ def test_device_named_by_address_else_ip_port_and_hello_only_first() -> None:
     assert bad == 1
 
 
-def test_unnamed_device_is_ip_port() -> None:
-    async def body() -> tuple[BarcodeScan, str]:
-        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
-        async with driver:
-            host, port = driver.address
-            async with contextlib.aclosing(driver.events()) as events:
-                _, writer = await asyncio.open_connection(host, port)
-                writer.write(b"X1\r\n")
-                local = writer.get_extra_info("sockname")
-                (scan,) = await take(events, 1)
-                writer.close()
-                await writer.wait_closed()
-            return scan, f"{local[0]}:{local[1]}"
-
-    scan, address = asyncio.run(body())
+async def test_unnamed_device_is_ip_port() -> None:
+    driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
+    async with driver:
+        host, port = driver.address
+        async with contextlib.aclosing(driver.events()) as events:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.write(b"X1\r\n")
+            local = writer.get_extra_info("sockname")
+            (scan,) = await take(events, 1)
+            writer.close()
+            await writer.wait_closed()
+        address = f"{local[0]}:{local[1]}"
     assert scan.device == address
 
 
-def test_idle_client_is_closed_and_others_go_on() -> None:
-    async def body() -> tuple[bytes, list[str]]:
-        driver = TcpScannerDriver(
-            "h", "door-3", "127.0.0.1:0", idle_timeout_s=0.2, clock=stepping_clock()
-        )
-        async with driver:
-            host, port = driver.address
-            idle_reader, idle_writer = await asyncio.open_connection(host, port)
-            async with asyncio.timeout(STEP_TIMEOUT_S):
-                # The server closing the idle client is seen as end of stream.
-                eof = await idle_reader.read()
-            idle_writer.close()
-            async with contextlib.aclosing(driver.events()) as events:
-                _, writer = await asyncio.open_connection(host, port)
-                writer.write(b"STILL-HERE\n")
-                got = [e.data for e in await take(events, 1)]
-                writer.close()
-                await writer.wait_closed()
-            return eof, got
-
-    eof, got = asyncio.run(body())
+async def test_idle_client_is_closed_and_others_go_on() -> None:
+    driver = TcpScannerDriver(
+        "h", "door-3", "127.0.0.1:0", idle_timeout_s=0.2, clock=stepping_clock()
+    )
+    async with driver:
+        host, port = driver.address
+        idle_reader, idle_writer = await asyncio.open_connection(host, port)
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            # The server closing the idle client is seen as end of stream.
+            eof = await idle_reader.read()
+        idle_writer.close()
+        async with contextlib.aclosing(driver.events()) as events:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.write(b"STILL-HERE\n")
+            got = [e.data for e in await take(events, 1)]
+            writer.close()
+            await writer.wait_closed()
     assert eof == b""
     assert got == ["STILL-HERE"]
 
@@ -604,18 +562,15 @@ def _uinput_or_skip() -> object:
         pytest.skip(f"cannot create a uinput device: {exc}")
 
 
-def test_hid_missing_device_is_unavailable(tmp_path: Path) -> None:
+async def test_hid_missing_device_is_unavailable(tmp_path: Path) -> None:
     from gateway.readers.hid.driver import HidScannerDriver
 
     driver = HidScannerDriver("wedge", "bench-1", str(tmp_path / "event99"), clock=stepping_clock())
 
-    async def body() -> None:
-        with pytest.raises(ReaderUnavailable) as caught:
-            async with driver:
-                pass
-        assert caught.value.reader == "wedge"
-
-    asyncio.run(body())
+    with pytest.raises(ReaderUnavailable) as caught:
+        async with driver:
+            pass
+    assert caught.value.reader == "wedge"
     assert driver.health.state == "down"
 
 
@@ -626,7 +581,7 @@ def test_hid_bad_gs_key_fails_at_construction() -> None:
         HidScannerDriver("wedge", "bench-1", "/dev/input/event0", gs_key="KEY_BOGUS")
 
 
-def test_hid_driver_on_a_virtual_keyboard() -> None:
+async def test_hid_driver_on_a_virtual_keyboard() -> None:
     from gateway.readers.hid.driver import HidScannerDriver
     from gateway.readers.hid.keymap import KEY_CODES
 
@@ -649,7 +604,7 @@ def test_hid_driver_on_a_virtual_keyboard() -> None:
         uinput.write(ev_key, k["KEY_ENTER"], 0)
         uinput.syn()
 
-    async def body() -> tuple[list[BarcodeScan], int, bool]:
+    try:
         driver = HidScannerDriver("wedge", "bench-1", uinput.device.path, clock=stepping_clock())
         async with driver, contextlib.aclosing(driver.events()) as events:
             type_line(GS1)
@@ -661,10 +616,7 @@ def test_hid_driver_on_a_virtual_keyboard() -> None:
             with pytest.raises(ReaderUnavailable):
                 await take(events, 1)
             lost = driver.health.state == "down"
-        return got, driver.health.bad_input, lost
-
-    try:
-        got, bad, lost = asyncio.run(body())
+        bad = driver.health.bad_input
     finally:
         uinput.close()
     assert [(e.data, e.station) for e in got] == [(GS1, "bench-1"), ("RMA000123", "bench-1")]
@@ -672,10 +624,10 @@ def test_hid_driver_on_a_virtual_keyboard() -> None:
     assert lost
 
 
-def test_serial_without_suffix_ends_scans_on_the_inter_character_timeout() -> None:
+async def test_serial_without_suffix_ends_scans_on_the_inter_character_timeout() -> None:
     pty = Pty()
 
-    async def body() -> tuple[list[str], int]:
+    try:
         driver = SerialScannerDriver(
             "s",
             "bench-1",
@@ -696,37 +648,31 @@ def test_serial_without_suffix_ends_scans_on_the_inter_character_timeout() -> No
                     await asyncio.sleep(0.01)
             await pty.write(b"RMA-000123")
             got += [e.data for e in await consumer]
-        return got, driver.health.bad_input
-
-    try:
-        got, bad = asyncio.run(body())
+        bad = driver.health.bad_input
     finally:
         pty.close()
     assert got == ["]C10180614141123458", "RMA-000123"]
     assert bad == 1
 
 
-def test_tcp_line_cut_by_the_client_closing_is_counted_not_scanned() -> None:
-    async def body() -> tuple[list[str], int]:
-        driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
-        async with driver, contextlib.aclosing(driver.events()) as events:
-            host, port = driver.address
-            _, cut = await asyncio.open_connection(host, port)
-            cut.write(b"WHOLE\n0106141411234")
-            first = await take(events, 1)
-            cut.close()
-            await cut.wait_closed()
-            _, writer = await asyncio.open_connection(host, port)
-            writer.write(b"NEXT\n")
-            second = await take(events, 1)
-            writer.close()
-            await writer.wait_closed()
-            # The cut line is counted when its connection is read to the end, before or after NEXT.
-            async with asyncio.timeout(STEP_TIMEOUT_S):
-                while driver.health.bad_input == 0:
-                    await asyncio.sleep(0.01)
-            return [e.data for e in first + second], driver.health.bad_input
-
-    got, bad = asyncio.run(body())
+async def test_tcp_line_cut_by_the_client_closing_is_counted_not_scanned() -> None:
+    driver = TcpScannerDriver("h", "door-3", "127.0.0.1:0", clock=stepping_clock())
+    async with driver, contextlib.aclosing(driver.events()) as events:
+        host, port = driver.address
+        _, cut = await asyncio.open_connection(host, port)
+        cut.write(b"WHOLE\n0106141411234")
+        first = await take(events, 1)
+        cut.close()
+        await cut.wait_closed()
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(b"NEXT\n")
+        second = await take(events, 1)
+        writer.close()
+        await writer.wait_closed()
+        # The cut line is counted when its connection is read to the end, before or after NEXT.
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while driver.health.bad_input == 0:
+                await asyncio.sleep(0.01)
+        got, bad = [e.data for e in first + second], driver.health.bad_input
     assert got == ["WHOLE", "NEXT"]
     assert bad == 1

@@ -55,12 +55,12 @@ async def take(events: AsyncIterator[BarcodeScan], count: int) -> list[str]:
     return out
 
 
-def test_unplug_mid_stream_then_replug_behind_the_same_link(tmp_path: Path) -> None:
+async def test_unplug_mid_stream_then_replug_behind_the_same_link(tmp_path: Path) -> None:
     link = tmp_path / "usb-Honeywell_1900-if00"
     first, second = Pty(), Pty()
     driver = SerialScannerDriver("bench-1-scanner", "bench-1", str(link))
 
-    async def body() -> list[str]:
+    try:
         got: list[str] = []
         plug(link, first)
         async with driver, contextlib.aclosing(driver.events()) as events:
@@ -80,10 +80,6 @@ def test_unplug_mid_stream_then_replug_behind_the_same_link(tmp_path: Path) -> N
         async with driver, contextlib.aclosing(driver.events()) as events:
             await second.write(b"B-1\rB-2\r")
             got += await take(events, 2)
-        return got
-
-    try:
-        got = asyncio.run(body())
     finally:
         first.close()
         second.close()
@@ -95,13 +91,13 @@ def test_unplug_mid_stream_then_replug_behind_the_same_link(tmp_path: Path) -> N
     assert not [t for t in threading.enumerate() if t.name.startswith("serial-scanner-")]
 
 
-def test_supervisor_reconnects_a_replugged_scanner(tmp_path: Path) -> None:
+async def test_supervisor_reconnects_a_replugged_scanner(tmp_path: Path) -> None:
     link = tmp_path / "usb-Zebra_DS2208-if00"
     first, second = Pty(), Pty()
     slot = ReaderSlot(reader="bench-1-scanner", kind="serial-scanner")
     got: list[str] = []
 
-    async def body() -> None:
+    try:
         done = asyncio.Event()
         first_seen = asyncio.Event()
 
@@ -147,9 +143,6 @@ def test_supervisor_reconnects_a_replugged_scanner(tmp_path: Path) -> None:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
-
-    try:
-        asyncio.run(body())
     finally:
         first.close()
         second.close()
@@ -158,13 +151,13 @@ def test_supervisor_reconnects_a_replugged_scanner(tmp_path: Path) -> None:
     assert slot.health().events == 4
 
 
-def test_link_removed_while_the_read_hangs_is_unavailable(tmp_path: Path) -> None:
+async def test_link_removed_while_the_read_hangs_is_unavailable(tmp_path: Path) -> None:
     # The pty stays open (its reads just time out), as a USB adapter whose read never fails.
     link = tmp_path / "usb-Datalogic_QD2430-if00"
     pty = Pty()
     driver = SerialScannerDriver("bench-1-scanner", "bench-1", str(link))
 
-    async def body() -> str:
+    try:
         plug(link, pty)
         async with driver, contextlib.aclosing(driver.events()) as events:
             await pty.write(b"BEFORE\r")
@@ -172,10 +165,7 @@ def test_link_removed_while_the_read_hangs_is_unavailable(tmp_path: Path) -> Non
             link.unlink()
             with pytest.raises(ReaderUnavailable) as caught:
                 await take(events, 1)
-        return caught.value.reason
-
-    try:
-        reason = asyncio.run(body())
+        reason = caught.value.reason
     finally:
         pty.close()
     assert "disappeared" in reason

@@ -10,7 +10,7 @@ import random
 import signal
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,19 +182,16 @@ def _status(port: int) -> str | None:
     return None if payload is None else json.loads(payload)["state"]
 
 
-def test_in_order_delivery_of_5000_rows(broker: Mosquitto, outbox: SqliteOutbox) -> None:
+async def test_in_order_delivery_of_5000_rows(broker: Mosquitto, outbox: SqliteOutbox) -> None:
     rows = outbox.add(5000)
     forwarder = _forwarder(outbox, _section(broker.port, max_inflight=50))
 
-    async def scenario() -> None:
+    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with _running(forwarder):
             await _until(lambda: outbox.undelivered() == 0, 60, "every row delivered")
             assert forwarder.stats.connected
             assert forwarder.stats.delivered == 5000
             assert forwarder.stats.inflight_peak <= 50
-
-    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        asyncio.run(scenario())
         collector.wait_for(lambda c: len(c.received()) >= 5000, 30, "5000 messages")
         assert collector.distinct_ids() == {r.id for r in rows}
         assert _first_seen_seqs(collector) == list(range(1, 5001)), "first copies in seq order"
@@ -204,31 +201,32 @@ def test_in_order_delivery_of_5000_rows(broker: Mosquitto, outbox: SqliteOutbox)
     assert _status(broker.port) == "offline", "a clean stop says offline"
 
 
-def test_rows_committed_later_are_published_after_notify(
+async def test_rows_committed_later_are_published_after_notify(
     broker: Mosquitto, outbox: SqliteOutbox
 ) -> None:
     outbox.add(10)
     forwarder = _forwarder(outbox, _section(broker.port))
 
-    async def scenario() -> None:
-        async with _running(forwarder):
-            await _until(lambda: outbox.undelivered() == 0, 20, "first rows")
-            calls = outbox.calls["pending"]
-            await asyncio.sleep(0.3)
-            assert outbox.calls["pending"] == calls, "caught up: no polling of the outbox"
-            outbox.add(25)
-            forwarder.notify()
-            await _until(lambda: outbox.undelivered() == 0, 20, "rows after notify")
-
-    asyncio.run(scenario())
+    async with _running(forwarder):
+        await _until(lambda: outbox.undelivered() == 0, 20, "first rows")
+        calls = outbox.calls["pending"]
+        await asyncio.sleep(0.3)
+        assert outbox.calls["pending"] == calls, "caught up: no polling of the outbox"
+        outbox.add(25)
+        forwarder.notify()
+        await _until(lambda: outbox.undelivered() == 0, 20, "rows after notify")
     assert forwarder.stats.delivered == 35
 
 
-def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto, outbox: SqliteOutbox) -> None:
+# MQTT 3.1.1 too: the same guarantees without reason codes, Receive Maximum or session expiry.
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_broker_restart_mid_stream_loses_nothing(
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
+) -> None:
     rows = outbox.add(6000)
-    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20))
+    forwarder = _forwarder(outbox, _section(broker.port, max_inflight=20, protocol=protocol))
 
-    async def scenario() -> None:
+    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with _running(forwarder):
             await _until(lambda: outbox.undelivered() < 5000, 30, "a first part delivered")
             await asyncio.to_thread(broker.stop)
@@ -239,9 +237,6 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto, outbox: Sqli
             await asyncio.to_thread(broker.start)
             await _until(lambda: outbox.undelivered() == 0, 60, "the rest delivered")
             assert forwarder.stats.reconnects >= 1
-
-    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        asyncio.run(scenario())
         collector.wait_for(
             lambda c: c.distinct_ids() == {r.id for r in rows}, 60, "every id after restart"
         )
@@ -251,49 +246,51 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Mosquitto, outbox: Sqli
         assert duplicates <= 2 * 20, "duplicates bounded by the window"
 
 
-def test_last_will_then_birth_after_reconnect(broker: Mosquitto, outbox: SqliteOutbox) -> None:
-    section = _section(broker.port)
-
-    async def scenario() -> None:
-        first = _forwarder(outbox, section)
-        task = asyncio.create_task(first.run())
-        await _until(lambda: first.stats.connected, 10, "connected")
-        await first.publish_retained(TOPICS.kpi, b'{"kpi": 1}')
-        assert await asyncio.to_thread(_status, broker.port) == "online"
-        # Die without a clean stop: cancel the task and drop the socket, no DISCONNECT.
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        link = first._link
-        assert link is not None
-        link.abort("test kills the socket")
-        assert await asyncio.to_thread(_status, broker.port) == "offline", "the Last Will"
-        second = _forwarder(outbox, section)
-        await second.publish_retained(TOPICS.kpi, b'{"kpi": 2}')  # offline: kept for later
-        async with _running(second):
-            await _until(lambda: second.stats.connected, 10, "reconnected")
-            await _until(lambda: second.stats.inflight == 0, 5, "birth acknowledged")
-            status = await asyncio.to_thread(retained, broker.port, f"{BASE}/status", 5.0)
-            assert status is not None
-            body = json.loads(status)
-            assert body["state"] == "online"
-            assert body["gateway"] == "dock-3"
-            assert body["site"] == "milan-returns"
-            assert body["buffer"] == {"pending": 0}, "health() is in the birth"
-            assert body["at"].endswith("Z")
-            kpi = await asyncio.to_thread(retained, broker.port, TOPICS.kpi, 5.0)
-            assert kpi == b'{"kpi": 2}'
-
-    asyncio.run(scenario())
-
-
-def test_wms_mode_delivers_only_on_acks_and_resends(
+async def test_last_will_then_birth_after_reconnect(
     broker: Mosquitto, outbox: SqliteOutbox
 ) -> None:
-    rows = outbox.add(20)
-    forwarder = _forwarder(outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0))
+    section = _section(broker.port)
 
-    async def scenario(collector: Collector) -> None:
+    first = _forwarder(outbox, section)
+    task = asyncio.create_task(first.run())
+    await _until(lambda: first.stats.connected, 10, "connected")
+    await first.publish_retained(TOPICS.kpi, b'{"kpi": 1}')
+    assert await asyncio.to_thread(_status, broker.port) == "online"
+    # Die without a clean stop: cancel the task and drop the socket, no DISCONNECT.
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    link = first._link
+    assert link is not None
+    link.abort("test kills the socket")
+    assert await asyncio.to_thread(_status, broker.port) == "offline", "the Last Will"
+    second = _forwarder(outbox, section)
+    await second.publish_retained(TOPICS.kpi, b'{"kpi": 2}')  # offline: kept for later
+    async with _running(second):
+        await _until(lambda: second.stats.connected, 10, "reconnected")
+        await _until(lambda: second.stats.inflight == 0, 5, "birth acknowledged")
+        status = await asyncio.to_thread(retained, broker.port, f"{BASE}/status", 5.0)
+        assert status is not None
+        body = json.loads(status)
+        assert body["state"] == "online"
+        assert body["gateway"] == "dock-3"
+        assert body["site"] == "milan-returns"
+        assert body["buffer"] == {"pending": 0}, "health() is in the birth"
+        assert body["at"].endswith("Z")
+        kpi = await asyncio.to_thread(retained, broker.port, TOPICS.kpi, 5.0)
+        assert kpi == b'{"kpi": 2}'
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_wms_mode_delivers_only_on_acks_and_resends(
+    broker: Mosquitto, outbox: SqliteOutbox, protocol: str
+) -> None:
+    rows = outbox.add(20)
+    forwarder = _forwarder(
+        outbox, _section(broker.port, delivery="wms", ack_timeout_s=1.0, protocol=protocol)
+    )
+
+    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with _running(forwarder):
             await _until(lambda: len(collector.received()) >= 20, 20, "first copies")
             await asyncio.sleep(0.2)
@@ -315,9 +312,6 @@ def test_wms_mode_delivers_only_on_acks_and_resends(
             await _until(lambda: len(collector.received()) >= mark + 8, 20, "next resend")
             later = [m.json()["seq"] for m in collector.received()[mark:]]
             assert all(seq > 12 for seq in later), later
-
-    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        asyncio.run(scenario(collector))
         copies: dict[str, set[bytes]] = {}
         for message in collector.received():
             copies.setdefault(message.json()["id"], set()).add(message.payload)
@@ -325,7 +319,7 @@ def test_wms_mode_delivers_only_on_acks_and_resends(
         assert all(len(payloads) == 1 for payloads in copies.values()), "same payload each time"
 
 
-def test_bad_acks_are_counted_and_the_forwarder_goes_on(
+async def test_bad_acks_are_counted_and_the_forwarder_goes_on(
     broker: Mosquitto, outbox: SqliteOutbox
 ) -> None:
     outbox.add(10)
@@ -339,21 +333,17 @@ def test_bad_acks_are_counted_and_the_forwarder_goes_on(
         random.Random(1).randbytes(1_000_000),
     ]
 
-    async def scenario() -> list[MutableMapping[str, Any]]:
-        with capture_logs() as logs:
-            async with _running(forwarder):
-                await _until(lambda: forwarder.stats.unacked == 10, 20, "10 rows sent")
-                for payload in garbage:
-                    await asyncio.to_thread(publish, broker.port, TOPICS.ack, payload)
-                await _until(lambda: forwarder.stats.bad_acks == len(garbage), 20, "bad acks")
-                assert forwarder.stats.connected
-                await asyncio.to_thread(
-                    publish, broker.port, TOPICS.ack, json.dumps({"upto_seq": 10}).encode()
-                )
-                await _until(lambda: outbox.undelivered() == 0, 10, "a good ack still works")
-        return logs
-
-    logs = asyncio.run(scenario())
+    with capture_logs() as logs:
+        async with _running(forwarder):
+            await _until(lambda: forwarder.stats.unacked == 10, 20, "10 rows sent")
+            for payload in garbage:
+                await asyncio.to_thread(publish, broker.port, TOPICS.ack, payload)
+            await _until(lambda: forwarder.stats.bad_acks == len(garbage), 20, "bad acks")
+            assert forwarder.stats.connected
+            await asyncio.to_thread(
+                publish, broker.port, TOPICS.ack, json.dumps({"upto_seq": 10}).encode()
+            )
+            await _until(lambda: outbox.undelivered() == 0, 10, "a good ack still works")
     rejected = [e for e in logs if e["event"] == "ack_rejected"]
     assert len(rejected) == len(garbage)
     assert {e["reason"] for e in rejected} >= {
@@ -366,25 +356,22 @@ def test_bad_acks_are_counted_and_the_forwarder_goes_on(
     assert any("larger than" in e["reason"] for e in rejected)
 
 
-def test_window_capped_by_receive_maximum(tmp_path: Path, outbox: SqliteOutbox) -> None:
+async def test_window_capped_by_receive_maximum(tmp_path: Path, outbox: SqliteOutbox) -> None:
     outbox.add(2000)
     with Mosquitto(tmp_path / "mq5", extra_conf="max_inflight_messages 5\n") as small:
         forwarder = _forwarder(outbox, _section(small.port, max_inflight=100))
 
-        async def scenario() -> None:
-            link = MqttLink(LinkSettings("127.0.0.1", small.port, "probe"), lambda _e: None)
-            await link.connect()
-            assert link.receive_maximum == 5
-            await link.disconnect()
-            async with _running(forwarder):
-                await _until(lambda: outbox.undelivered() == 0, 60, "every row delivered")
-                assert forwarder.stats.window == 5
-
-        asyncio.run(scenario())
+        link = MqttLink(LinkSettings("127.0.0.1", small.port, "probe"), lambda _e: None)
+        await link.connect()
+        assert link.receive_maximum == 5
+        await link.disconnect()
+        async with _running(forwarder):
+            await _until(lambda: outbox.undelivered() == 0, 60, "every row delivered")
+            assert forwarder.stats.window == 5
     assert 1 <= forwarder.stats.inflight_peak <= 5
 
 
-def test_negative_puback_keeps_the_row(tmp_path: Path, outbox: SqliteOutbox) -> None:
+async def test_negative_puback_keeps_the_row(tmp_path: Path, outbox: SqliteOutbox) -> None:
     outbox.add(30)
     acl = tmp_path / "acl"
     acl.write_text(
@@ -401,50 +388,42 @@ def test_negative_puback_keeps_the_row(tmp_path: Path, outbox: SqliteOutbox) -> 
         section = _section(denying.port, max_inflight=1, reconnect_min_s=0.5, reconnect_max_s=2)
         forwarder = _forwarder(outbox, section)
 
-        async def scenario() -> list[MutableMapping[str, Any]]:
-            with capture_logs() as logs:
-                async with _running(forwarder):
-                    await _until(lambda: forwarder.stats.refused >= 1, 10, "a refused PUBACK")
-                    published = forwarder.stats.published
-                    await asyncio.sleep(1.5)
-                    # The row stays and is retried after a backoff, not in a spin.
-                    assert outbox.undelivered() == 30, "a refused row is never delivered"
-                    assert forwarder.stats.published - published <= 6, "not spinning"
-            return logs
-
-        logs = asyncio.run(scenario())
+        with capture_logs() as logs:
+            async with _running(forwarder):
+                await _until(lambda: forwarder.stats.refused >= 1, 10, "a refused PUBACK")
+                published = forwarder.stats.published
+                await asyncio.sleep(1.5)
+                # The row stays and is retried after a backoff, not in a spin.
+                assert outbox.undelivered() == 30, "a refused row is never delivered"
+                assert forwarder.stats.published - published <= 6, "not spinning"
     alerts = [e for e in logs if e["event"] == "publish_refused" and e["log_level"] == "error"]
     assert alerts
     assert alerts[0]["reason_code"] == "0x87"
 
 
-def test_stalled_link_forces_a_reconnect(broker: Mosquitto, outbox: SqliteOutbox) -> None:
+async def test_stalled_link_forces_a_reconnect(broker: Mosquitto, outbox: SqliteOutbox) -> None:
     outbox.add(3000)
     forwarder = _forwarder(outbox, _section(broker.port, stall_timeout_s=0.5, keepalive_s=60))
     assert broker.proc is not None
     pid = broker.proc.pid
 
-    async def scenario() -> list[MutableMapping[str, Any]]:
-        with capture_logs() as logs:
-            async with _running(forwarder):
-                await _until(lambda: outbox.undelivered() < 3000, 20, "publishing")
-                os.kill(pid, signal.SIGSTOP)  # a blackhole: the socket stays up, nothing answers
-                try:
-                    await _until(
-                        lambda: any(e["event"] == "broker_link_stalled" for e in logs),
-                        10,
-                        "stall detected",
-                    )
-                finally:
-                    os.kill(pid, signal.SIGCONT)
-                await _until(lambda: outbox.undelivered() == 0, 60, "delivered after the stall")
-        return logs
-
-    asyncio.run(scenario())
+    with capture_logs() as logs:
+        async with _running(forwarder):
+            await _until(lambda: outbox.undelivered() < 3000, 20, "publishing")
+            os.kill(pid, signal.SIGSTOP)  # a blackhole: the socket stays up, nothing answers
+            try:
+                await _until(
+                    lambda: any(e["event"] == "broker_link_stalled" for e in logs),
+                    10,
+                    "stall detected",
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await _until(lambda: outbox.undelivered() == 0, 60, "delivered after the stall")
     assert forwarder.stats.reconnects >= 1
 
 
-def test_commands_reach_the_handler_and_replies_use_the_response_topic(
+async def test_commands_reach_the_handler_and_replies_use_the_response_topic(
     broker: Mosquitto, outbox: SqliteOutbox
 ) -> None:
     got: list[IncomingMessage] = []
@@ -483,16 +462,13 @@ def test_commands_reach_the_handler_and_replies_use_the_response_topic(
     listener.subscribe([("wms/replies/#", 1), (f"{BASE}/cmd-result/+", 1)])
     listener.loop_start()
 
-    async def scenario() -> None:
+    try:
         async with _running(forwarder):
             await _until(lambda: forwarder.stats.connected, 10, "connected")
             await _until(lambda: forwarder.stats.inflight == 0, 5, "birth acknowledged")
             await asyncio.to_thread(request)
             await asyncio.to_thread(publish, broker.port, f"{BASE}/scans/handheld-1", b"RMA-1")
             await _until(lambda: len(replies) >= 2 and len(got) >= 2, 10, "replies")
-
-    try:
-        asyncio.run(scenario())
     finally:
         listener.disconnect()
         listener.loop_stop()
@@ -504,7 +480,7 @@ def test_commands_reach_the_handler_and_replies_use_the_response_topic(
     assert ("wms/replies/1", b'{"ok": true}', b"corr-42") in replies
 
 
-def test_wrong_password_is_refused_with_the_longest_backoff(
+async def test_wrong_password_is_refused_with_the_longest_backoff(
     tmp_path: Path, outbox: SqliteOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir = tmp_path / "mqauth"
@@ -530,14 +506,10 @@ def test_wrong_password_is_refused_with_the_longest_backoff(
         )
         forwarder = _forwarder(outbox, section)
 
-        async def scenario() -> list[MutableMapping[str, Any]]:
-            with capture_logs() as logs:
-                async with _running(forwarder):
-                    await _until(lambda: forwarder.stats.last_error is not None, 10, "refusal")
-                    await asyncio.sleep(1.5)
-            return logs
-
-        logs = asyncio.run(scenario())
+        with capture_logs() as logs:
+            async with _running(forwarder):
+                await _until(lambda: forwarder.stats.last_error is not None, 10, "refusal")
+                await asyncio.sleep(1.5)
     failures = [e for e in logs if e["event"] == "broker_connect_failed"]
     assert failures
     assert failures[0]["refused"] is True
@@ -585,7 +557,7 @@ def _make_certs(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def test_tls_link_verifies_the_broker(tmp_path: Path, outbox: SqliteOutbox) -> None:
+async def test_tls_link_verifies_the_broker(tmp_path: Path, outbox: SqliteOutbox) -> None:
     rows = outbox.add(200)
     certs = _make_certs(tmp_path / "certs")
     # These lines apply to the listener the generated config opens: it speaks TLS only.
@@ -594,16 +566,12 @@ def test_tls_link_verifies_the_broker(tmp_path: Path, outbox: SqliteOutbox) -> N
         good = _forwarder(outbox, _section(tls_broker.port, tls={"ca_file": certs["ca"]}))
         wrong = _forwarder(outbox, _section(tls_broker.port, tls={"ca_file": certs["other-ca"]}))
 
-        async def scenario() -> list[MutableMapping[str, Any]]:
-            with capture_logs() as logs:
-                async with _running(wrong):
-                    await _until(lambda: wrong.stats.last_error is not None, 10, "TLS refusal")
-                    assert not wrong.stats.connected
-                async with _running(good):
-                    await _until(lambda: outbox.undelivered() == 0, 30, "delivered over TLS")
-            return logs
-
-        logs = asyncio.run(scenario())
+        with capture_logs() as logs:
+            async with _running(wrong):
+                await _until(lambda: wrong.stats.last_error is not None, 10, "TLS refusal")
+                assert not wrong.stats.connected
+            async with _running(good):
+                await _until(lambda: outbox.undelivered() == 0, 30, "delivered over TLS")
     assert good.stats.delivered == len(rows)
     refused = [e for e in logs if e["event"] == "broker_connect_failed"]
     assert refused

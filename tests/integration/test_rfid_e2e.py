@@ -22,6 +22,7 @@ from gateway.readers.llrp.scenario import (
 from gateway.readers.llrp.simulator import LlrpSimulator
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, wait_until, write_config
+from tests.support.own_loop import run_on_own_loop
 from tests.support.wms import Collector
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ class SimulatorThread:
         self._thread = threading.Thread(target=self._main, name="llrp-simulator")
 
     def _main(self) -> None:
-        asyncio.run(self._serve())
+        run_on_own_loop(self._serve())
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -442,3 +442,80 @@ def test_password_never_appears_in_the_log(tmp_path: Path, secure_broker: Secure
     )
     assert checked.returncode == 0, checked.stderr
     assert PASSWORD not in checked.stdout + checked.stderr
+
+
+# -- 9. TLS and credentials apply to every server of `[mqtt] servers` ---------------------------
+
+
+def test_tls_and_password_apply_to_every_server_of_the_list(
+    tmp_path: Path, secure_broker: SecureMosquitto
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    live = f"127.0.0.1:{secure_broker.port}"
+    config = _config(
+        tmp_path,
+        secure_broker,
+        tls={"ca_file": str(secure_broker.pki.ca_cert)},
+        mqtt={"servers": [dead, live]},
+    )
+    with (
+        _collector(secure_broker, [f"{BASE}/movements"]) as collector,
+        _daemon(tmp_path, config) as daemon,
+    ):
+        collector.wait_for(lambda c: len(c.distinct_ids()) >= EVENTS, 30, "every movement")
+        wait_until(lambda: _pending(config) == 0, 20, "outbox drained by PUBACKs")
+        assert daemon.terminate() == 0
+    assert [e["server"] for e in _events(daemon, "broker_connect_failed")][:1] == [dead]
+    assert [e["server"] for e in _events(daemon, "broker_connected")] == [live]
+    assert f"u'{GATEWAY_USER}'" in secure_broker.log_text()
+    _assert_secret_absent(daemon.log, PASSWORD)
+
+
+# -- 10. MQTT 3.1.1: no reason code on PUBACK ----------------------------------------------------
+
+
+def test_311_publish_refused_by_the_acl_is_kept_with_wms_delivery(tmp_path: Path, pki: Pki) -> None:
+    """mosquitto acks a 3.1.1 publish its ACL refuses and drops it; only the WMS's ack counts."""
+    with (
+        _broker(tmp_path, pki, acl=_acl_without_movements()) as broker,
+        _collector(broker, [f"{SITE_BASE}/+/movements"]) as collector,
+    ):
+        config = _config(
+            tmp_path,
+            broker,
+            tls={"ca_file": str(pki.ca_cert)},
+            mqtt={
+                "reconnect_min_s": 0.2,
+                "reconnect_max_s": 2.0,
+                "protocol": "3.1.1",
+                "delivery": "wms",
+            },
+        )
+        with _daemon(tmp_path, config) as daemon:
+            wait_until(lambda: _made_all(config), 20, "every movement made")
+            wait_until(
+                lambda: len(_events(daemon, "broker_link_lost")) >= 3,
+                30,
+                "links dropped by the ACL",
+            )
+            assert daemon.alive()
+            assert _pending(config) == EVENTS, "a row the broker dropped must stay in the outbox"
+            assert not _events(daemon, "mqtt311_broker_delivery")
+            assert daemon.terminate() == 0
+        assert collector.received() == []
+
+
+def test_311_with_broker_delivery_warns_that_refusals_cannot_be_seen(
+    tmp_path: Path, secure_broker: SecureMosquitto
+) -> None:
+    config = _config(
+        tmp_path,
+        secure_broker,
+        tls={"ca_file": str(secure_broker.pki.ca_cert)},
+        mqtt={"protocol": "3.1.1"},
+    )
+    with _daemon(tmp_path, config) as daemon:
+        [warning] = daemon.wait_for_log("mqtt311_broker_delivery", timeout_s=20)
+        wait_until(lambda: _pending(config) == 0, 30, "outbox drained by 3.1.1 PUBACKs")
+        assert daemon.terminate() == 0
+    assert 'delivery = "wms"' in warning["advice"]

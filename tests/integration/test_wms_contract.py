@@ -83,12 +83,9 @@ def _config(
     )
 
 
-def _announce(broker: Mosquitto, db: Path, command: dict[str, Any]) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with WmsSink("127.0.0.1", broker.port, db, ack=False, group="announcer") as sink:
-            return await sink.announce(SITE, GATEWAY, command)
-
-    return asyncio.run(go())
+async def _announce(broker: Mosquitto, db: Path, command: dict[str, Any]) -> dict[str, Any]:
+    async with WmsSink("127.0.0.1", broker.port, db, ack=False, group="announcer") as sink:
+        return await sink.announce(SITE, GATEWAY, command)
 
 
 def _announce_cli(broker: Mosquitto, tmp_path: Path, command: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +134,7 @@ def _announce_cli(broker: Mosquitto, tmp_path: Path, command: dict[str, Any]) ->
     return reply
 
 
-def _announce_then_run(
+async def _announce_then_run(
     tmp_path: Path,
     broker: Mosquitto,
     command: dict[str, Any],
@@ -149,7 +146,7 @@ def _announce_then_run(
     """Announce with a daemon that has no reader, then restart it with the replay reader.
 
     The replay reader starts at boot, so announcing first to a reader-less daemon is the one
-    order that cannot race; the expected returns survive the restart in the pipeline checkpoint.
+    order that cannot race; the expected returns survive the restart in the buffer.
     """
     config = _config(tmp_path, broker, None, mqtt=mqtt)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
@@ -159,7 +156,7 @@ def _announce_then_run(
         if via_cli:
             reply = _announce_cli(broker, tmp_path, command)
         else:
-            reply = _announce(broker, tmp_path / "announcer.db", command)
+            reply = await _announce(broker, tmp_path / "announcer.db", command)
         assert reply.get("ok") is True, reply
         assert daemon.terminate() == 0
     except BaseException:
@@ -184,7 +181,7 @@ def _rma(name: str, indexes: list[int]) -> dict[str, Any]:
     return {"rma": name, "customer": "C-77", "items": items, "expires_at": "2099-01-01T00:00:00Z"}
 
 
-def test_expected_returns_match_receipts_flag_duplicates_and_complete_rmas_once(
+async def test_expected_returns_match_receipts_flag_duplicates_and_complete_rmas_once(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     command = {"action": "add", "rmas": [_rma("RMA-A1", [0, 1]), _rma("RMA-B2", [2, 3])]}
@@ -192,7 +189,7 @@ def test_expected_returns_match_receipts_flag_duplicates_and_complete_rmas_once(
     order = [0, 1, 0, 2, 7]
     events = _script([("door-3", item_scan(i)) for i in order], time.time() - 3600)
     with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        daemon = _announce_then_run(tmp_path, broker, command, events, via_cli=True)
+        daemon = await _announce_then_run(tmp_path, broker, command, events, via_cli=True)
         try:
             collector.wait_for(
                 lambda c: sum(m.json()["type"] == "receipt" for m in c.received()) >= len(order),
@@ -253,7 +250,7 @@ WANT_EPCIS = {
 }
 
 
-def test_every_movement_type_as_epcis_validates_and_a_broken_one_does_not(
+async def test_every_movement_type_as_epcis_validates_and_a_broken_one_does_not(
     tmp_path: Path, broker: Mosquitto, conformance: Path
 ) -> None:
     validator = _epcis_validator(conformance)
@@ -267,7 +264,9 @@ def test_every_movement_type_as_epcis_validates_and_a_broken_one_does_not(
     events = _script(steps, time.time() - 3600)
     expected_count = 1 + sum(len(v) for v in WANT_EPCIS.values())  # + one rma-complete
     with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        daemon = _announce_then_run(tmp_path, broker, command, events, mqtt={"format": "epcis"})
+        daemon = await _announce_then_run(
+            tmp_path, broker, command, events, mqtt={"format": "epcis"}
+        )
         try:
             collector.wait_for(
                 lambda c: len({m.payload for m in c.received()}) >= expected_count,
@@ -345,35 +344,34 @@ def test_a_gap_as_epcis_validates(tmp_path: Path, conformance: Path) -> None:
         assert errors == [], errors
 
 
-def test_two_shared_consumers_store_each_id_exactly_once(tmp_path: Path, broker: Mosquitto) -> None:
+async def test_two_shared_consumers_store_each_id_exactly_once(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
     total = 10_000
     config = _config(
         tmp_path, broker, scan_events(total), mqtt={"delivery": "wms", "ack_timeout_s": 60.0}
     )
 
-    async def consume() -> tuple[set[str], set[str]]:
-        one = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-1.db", group="wms")
-        two = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-2.db", group="wms")
-        async with one, two:
-            await one.wait_connected()
-            await two.wait_connected()
-            with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
-                deadline = time.monotonic() + 150
-                while time.monotonic() < deadline:
-                    if await one.count() + await two.count() >= total:
-                        break
-                    assert daemon.alive()
-                    await asyncio.sleep(0.5)
-                await asyncio.to_thread(
-                    wait_until,
-                    lambda: buffer_stats(config)["pending"] == 0,
-                    60,
-                    "every movement acknowledged",
-                )
-                assert one.stats.duplicates + two.stats.duplicates == 0
-                return await one.ids(), await two.ids()
-
-    ids_one, ids_two = asyncio.run(consume())
+    one = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-1.db", group="wms")
+    two = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-2.db", group="wms")
+    async with one, two:
+        await one.wait_connected()
+        await two.wait_connected()
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            deadline = time.monotonic() + 150
+            while time.monotonic() < deadline:
+                if await one.count() + await two.count() >= total:
+                    break
+                assert daemon.alive()
+                await asyncio.sleep(0.5)
+            await asyncio.to_thread(
+                wait_until,
+                lambda: buffer_stats(config)["pending"] == 0,
+                60,
+                "every movement acknowledged",
+            )
+            assert one.stats.duplicates + two.stats.duplicates == 0
+            ids_one, ids_two = await one.ids(), await two.ids()
     assert ids_one & ids_two == set()
     assert len(ids_one | ids_two) == total
     assert ids_one, "each consumer in the group must get part of the stream"
@@ -389,13 +387,13 @@ async def _until(predicate: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def test_replay_from_seq_redelivers_original_ids_and_the_sink_count_stays(
+async def test_replay_from_seq_redelivers_original_ids_and_the_sink_count_stays(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     total, from_seq = 20, 11
     config = _config(tmp_path, broker, scan_events(total))
 
-    async def run(collector: Collector) -> tuple[int, int, dict[str, Any], dict[str, Any]]:
+    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
         async with WmsSink("127.0.0.1", broker.port, tmp_path / "wms.db") as sink:
             await sink.wait_connected()
             with DaemonProcess(config, tmp_path / "daemon.log"):
@@ -428,10 +426,6 @@ def test_replay_from_seq_redelivers_original_ids_and_the_sink_count_stays(
 
                 await _until(all_again, 30, "movements replayed by time range")
                 after = await sink.count()
-                return before, after, reply, by_time
-
-    with Collector(broker.port, [f"{BASE}/movements"]) as collector:
-        before, after, reply, by_time = asyncio.run(run(collector))
     assert reply.get("ok") is True, reply
     assert by_time.get("ok") is True, by_time
     assert by_time["republished"] == total

@@ -62,7 +62,7 @@ def _negative_numbers(snapshot: object) -> list[tuple[str, float]]:
     return [(p, v) for p, v in _numbers(snapshot) if v < 0 and not p.endswith("_dbm")]
 
 
-def test_wall_clock_jumps_lose_and_reorder_nothing_and_ages_stay_sane(tmp_path: Path) -> None:
+async def test_wall_clock_jumps_lose_and_reorder_nothing_and_ages_stay_sane(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
     collector = Collector(broker.port, [f"{BASE}/movements"])
@@ -90,7 +90,7 @@ def test_wall_clock_jumps_lose_and_reorder_nothing_and_ages_stay_sane(tmp_path: 
     ages: list[float] = []
     negatives: list[tuple[str, float]] = []
 
-    async def scenario() -> int:
+    try:
         runner = asyncio.create_task(daemon.run(), name="daemon")
         started = time.monotonic()
         steps = [(2.0, BACK_S), (5.0, FORWARD_S)]
@@ -119,10 +119,6 @@ def test_wall_clock_jumps_lose_and_reorder_nothing_and_ages_stay_sane(tmp_path: 
         finally:
             daemon.stop()
             code = await asyncio.wait_for(runner, 15)
-        return code
-
-    try:
-        code = asyncio.run(scenario())
     finally:
         collector.stop()
         broker.stop()

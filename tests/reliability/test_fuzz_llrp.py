@@ -25,6 +25,7 @@ from gateway.errors import FrameError, ReaderUnavailable
 from gateway.readers.llrp import driver as driver_module
 from gateway.readers.llrp import frames, mapping, scenario, simulator
 from gateway.readers.llrp import settings as settings_module
+from tests.support.own_loop import run_on_own_loop
 
 KEEPALIVE_S = 0.5
 # Silence is declared after two keepalive intervals; the rest is slack for a loaded machine.
@@ -293,7 +294,7 @@ def _reader_threads() -> list[threading.Thread]:
 
 def _drive(fuzzed: list[bytes]) -> Outcome:
     before = set(_reader_threads())
-    outcome = asyncio.run(_run(fuzzed))
+    outcome = run_on_own_loop(_run(fuzzed))
     deadline = time.monotonic() + THREAD_EXIT_S
     while time.monotonic() < deadline and set(_reader_threads()) - before:
         threading.Event().wait(0.05)

@@ -10,6 +10,10 @@ MAX_MODULE_LINES = 600
 MAX_CLASS_METHODS = 25
 # Tables transcribed from a standard (EPC TDS, GS1 General Specifications) are long by nature.
 TRANSCRIBED_TABLES = {"domain/epc.py", "domain/gs1_rules.py"}
+TESTS = PACKAGE.parent / "tests"
+# Async tests run on pytest-asyncio; this module is the one place a test starts a loop by hand.
+OWN_LOOP = "support/own_loop.py"
+_LOOP_STARTERS = {"run", "Runner", "new_event_loop"}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -40,6 +44,19 @@ def _imported(tree: ast.Module) -> set[str]:
             parts = module.split(".")
             names.update(".".join(parts[: i + 1]) for i in range(len(parts)))
     return names
+
+
+def _loops_started_by_hand(tree: ast.Module) -> list[int]:
+    """Lines that start an event loop (asyncio.run, Runner, new_event_loop, run_until_complete)."""
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        func = node.func
+        by_asyncio = isinstance(func.value, ast.Name) and func.value.id == "asyncio"
+        if (by_asyncio and func.attr in _LOOP_STARTERS) or func.attr == "run_until_complete":
+            lines.append(node.lineno)
+    return sorted(lines)
 
 
 def test_the_walk_sees_the_package() -> None:
@@ -92,3 +109,24 @@ def test_the_method_count_sees_methods_of_every_kind() -> None:
         "    @property\n    def c(self): ...\n    x = 1\n"
     )
     assert _class_methods(tree) == {"A": 3}
+
+
+def test_tests_start_no_event_loop_outside_the_one_helper() -> None:
+    files = sorted(TESTS.rglob("*.py"))
+    assert len(files) > 20, "the walk found too few test files to trust"
+    found = {
+        path.relative_to(TESTS).as_posix(): lines
+        for path in files
+        if path.relative_to(TESTS).as_posix() != OWN_LOOP
+        and (lines := _loops_started_by_hand(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert found == {}, f"use an async test (or {OWN_LOOP}) instead: {found}"
+    assert _loops_started_by_hand(ast.parse((TESTS / OWN_LOOP).read_text(encoding="utf-8")))
+
+
+def test_the_loop_walk_sees_every_starter_and_not_strings() -> None:
+    tree = ast.parse(
+        "import asyncio\nasyncio.run(f())\nwith asyncio.Runner() as r:\n    r.run(g())\n"
+        "loop.run_until_complete(h())\nSCRIPT = 'asyncio.run(main())'\n"
+    )
+    assert _loops_started_by_hand(tree) == [2, 3, 5]

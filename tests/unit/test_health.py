@@ -52,25 +52,22 @@ async def _get(port: int, path: str) -> tuple[int, str]:
     return int(head.split()[1]), body.decode()
 
 
-def test_http_endpoint_serves_health_and_metrics() -> None:
+async def test_http_endpoint_serves_health_and_metrics() -> None:
     state: dict[str, Any] = dict(HEALTHY)
 
-    async def scenario() -> None:
-        async with HealthServer("127.0.0.1:0", lambda: state) as server:
-            status, body = await _get(server.port, "/healthz")
-            assert status == 200
-            assert '"healthy": true' in body
-            status, metrics = await _get(server.port, "/metrics")
-            assert status == 200
-            assert 'gateway_reader_state{reader="portal",state="inventorying"} 1.0' in metrics
-            assert 'gateway_events_total{event="scans"} 4.0' in metrics
-            assert 'gateway_movements_total{type="receipt"} 2.0' in metrics
-            assert "gateway_buffer_pending 3.0" in metrics
-            state["broker"] = {"connected": False, "down_for_s": 1000.0}
-            status, body = await _get(server.port, "/healthz")
-            assert status == 503
-            assert "broker unreachable" in body
-            status, _ = await _get(server.port, "/nope")
-            assert status == 404
-
-    asyncio.run(scenario())
+    async with HealthServer("127.0.0.1:0", lambda: state) as server:
+        status, body = await _get(server.port, "/healthz")
+        assert status == 200
+        assert '"healthy": true' in body
+        status, metrics = await _get(server.port, "/metrics")
+        assert status == 200
+        assert 'gateway_reader_state{reader="portal",state="inventorying"} 1.0' in metrics
+        assert 'gateway_events_total{event="scans"} 4.0' in metrics
+        assert 'gateway_movements_total{type="receipt"} 2.0' in metrics
+        assert "gateway_buffer_pending 3.0" in metrics
+        state["broker"] = {"connected": False, "down_for_s": 1000.0}
+        status, body = await _get(server.port, "/healthz")
+        assert status == 503
+        assert "broker unreachable" in body
+        status, _ = await _get(server.port, "/nope")
+        assert status == 404
