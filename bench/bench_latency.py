@@ -158,10 +158,11 @@ def scan_latency(port: int, workdir: Path, rate_per_s: float, duration_s: float)
     return {"sent": count, **percentiles(lat), "payload_bytes": size}
 
 
-def read_latency(port: int, workdir: Path, items: int) -> dict[str, Any]:
+def read_latency(port: int, workdir: Path, items: int, duration_s: float) -> dict[str, Any]:
     """LLRP simulator portal; latency = movement arrival - (evidence.last_seen + absent_s)."""
+    # Pallets of 10 about a second apart: enough movements that p99 is not the maximum.
     scenario = returns_door_scenario(
-        items=items, pallets=max(1, items // 10), strays=0, in_and_out=0, duration_s=20.0
+        items=items, pallets=max(1, items // 10), strays=0, in_and_out=0, duration_s=duration_s
     )
     sim = LlrpSimulator(scenario, port=0)
     ready = threading.Event()
@@ -260,7 +261,7 @@ def main() -> int:
     ):
         scan = scan_latency(broker.port, Path(tmp), rate, duration)
         scan_base = raw_paho(broker.port, scan["payload_bytes"], rate, int(rate * duration))
-        read = read_latency(broker.port, Path(tmp), 20 if args.quick else 60)
+        read = read_latency(broker.port, Path(tmp), *((100, 20.0) if args.quick else (500, 60.0)))
         read_base = raw_paho(broker.port, read["payload_bytes"], 20.0, max(read["movements"], 20))
     print("scan", scan, "raw", scan_base)
     print("read", read, "raw", read_base)

@@ -77,8 +77,8 @@ def rfid(frames: list[bytes]) -> dict[str, Any]:
         "baseline": round(base),
         "baseline_unit": "reads/s bare sllurp decode",
         "ratio": round(rate / base, 3),
-        "goal": ">= 20,000 reads/s",
-        "pass": rate >= 20_000,
+        "goal": "info (the 20,000 reads per CPU-second goal is end to end: see rfid_e2e)",
+        "pass": None,
         "note": f"RFID path made {movements} movements; sllurp decode done once, outside the"
         " timing. dx101_c's EPCs are nearly all distinct, so almost every read closes its own"
         " visit (the worst case for smoothing); its antennas never show a direction across the"

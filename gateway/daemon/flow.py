@@ -69,6 +69,8 @@ class PipelineFlow:
         self._cursor = cursor
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
+        self._checkpointed_state: bytes | None = None
+        self._behind_checkpoint = False  # movements committed since the state was last saved
         self._state_dirty = False
         self._gaps_pending = True
         self.log_notices()
@@ -194,26 +196,48 @@ class PipelineFlow:
         self.log_notices()
         now = monotonic()
         due = (
-            self._cursor != self._checkpointed_cursor
-            and now - self._last_checkpoint_mono >= CHECKPOINT_EVERY_S
-        )
+            self._cursor != self._checkpointed_cursor or self._behind_checkpoint
+        ) and now - self._last_checkpoint_mono >= CHECKPOINT_EVERY_S
         if movements or due or self._state_dirty:
-            await self._checkpoint(movements, gaps)
+            await self._checkpoint(movements, gaps, advance=bool(due or self._state_dirty or gaps))
 
-    async def _checkpoint(self, movements: list[Movement], gaps: Sequence[Gap] = ()) -> None:
-        state = json.dumps(self.pipeline.snapshot(), separators=(",", ":")).encode()
+    async def _checkpoint(
+        self, movements: list[Movement], gaps: Sequence[Gap] = (), *, advance: bool = True
+    ) -> None:
+        """Commit movements; move the cursor and the pipeline state on when due or asked to.
+
+        Serialising the state of every open visit is the costliest part of a busy portal's
+        pipeline, so between checkpoints (at most CHECKPOINT_EVERY_S apart) movements are
+        committed at once with the last checkpoint unchanged. A crash in between re-derives
+        them from that checkpoint with the same ids, and the outbox keeps one copy of each.
+        Receipts that consumed expected-returns lines always move the checkpoint on: the lines
+        are written with them, and a re-derivation against consumed lines could consume more.
+        """
+        # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
+        also = self.expected.updates_writer()
+        saved = self._checkpointed_state
+        if advance or saved is None or also is not None:
+            advance = True
+            state = json.dumps(self.pipeline.snapshot(), separators=(",", ":")).encode()
+            cursor = self._cursor
+        else:
+            state, cursor = saved, self._checkpointed_cursor
         seqs = await self._buffer.commit_pipeline(
             movements,
-            cursor=self._cursor,
+            cursor=cursor,
             state=state,
             render=self._render,
             gaps_reported=[gap.gap_id for gap in gaps],
-            # Receipts and their RMA lines: one transaction, so a crash keeps both or neither.
-            also=self.expected.updates_writer(),
+            also=also,
         )
-        self._last_checkpoint_mono = self._shared.monotonic()
-        self._checkpointed_cursor = self._cursor
-        self._state_dirty = False
+        if advance:
+            self._last_checkpoint_mono = self._shared.monotonic()
+            self._checkpointed_cursor = cursor
+            self._checkpointed_state = state
+            self._state_dirty = False
+            self._behind_checkpoint = False
+        else:
+            self._behind_checkpoint = True
         if seqs:
             tallies = self._shared.tallies
             tallies.activity.add_movements(movements, seqs)

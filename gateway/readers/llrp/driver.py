@@ -9,7 +9,9 @@ What sllurp does not do for us, and how we make up for it:
 - `disconnect()` waits for replies that a dead reader never sends: bounded, then a hard close;
 - with `report_every_n_tags` it also sets an AISpec stop trigger that restarts the inventory
   every N tags (missed tags on Zebra, sllurp #218): we set N on the ROReportSpec only;
-- its reader thread is not a daemon: ours is, so the process always exits.
+- its reader thread is not a daemon: ours is, so the process always exits;
+- its generic decoder is slow for the one message a busy portal floods us with: tag reports of
+  the common shape are decoded by `tag_reports` (struct only), the rest still by sllurp.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from gateway.domain.events import RawEvent
 from gateway.errors import FrameError, ReaderRejectedConfig, ReaderUnavailable
 from gateway.logs import get_logger
 from gateway.readers.base import ReaderHealth
-from gateway.readers.llrp.mapping import map_tag
+from gateway.readers.llrp.mapping import MappedRead, map_report, map_tag
 from gateway.readers.llrp.settings import LlrpSettings
+from gateway.readers.llrp.tag_reports import ReportedTag, decode_tag_reports, is_ro_access_report
 
 _log = get_logger("llrp")
 _HEADER_LEN = 10
@@ -107,7 +110,7 @@ class LlrpDriver:
         self._health = ReaderHealth(reader=reader_id, kind="llrp")
         self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending_tags: deque[tuple[float, dict[str, Any]]] = deque()
+        self._pending_tags: deque[MappedRead] = deque()
         self._wake = asyncio.Event()
         self._inventorying = asyncio.Event()
         self._failure: Exception | None = None
@@ -207,15 +210,17 @@ class LlrpDriver:
         while True:
             # One tag at a time off the queue, so a consumer that stops mid-batch loses nothing.
             while self._pending_tags:
-                received_at_s, tag = self._pending_tags.popleft()
-                event = self._map(tag, received_at_s)
-                if event is not None:
-                    yield event
+                mapped = self._pending_tags.popleft()
+                if mapped.clock_replaced:
+                    self._note_clock_replaced()
+                self._health.events += 1
+                self._health.last_event_at_s = mapped.read.at_s
+                yield mapped.read
             if self._failure is not None:
                 if isinstance(self._failure, ReaderUnavailable):
                     self._health.state = "down"
                 raise self._failure
-            remaining = self._last_activity + silence_s - self._loop.time()
+            remaining = self._activity_s() + silence_s - self._loop.time()
             if remaining <= 0:
                 self._health.state = "silent"
                 self._health.last_error = "no reads and no keepalive"
@@ -238,7 +243,7 @@ class LlrpDriver:
         self._failure = None
         self._closing = False
 
-    def _map(self, tag: dict[str, Any], received_at_s: float) -> RawEvent | None:
+    def _map(self, tag: dict[str, Any], received_at_s: float) -> MappedRead | None:
         try:
             mapped = map_tag(
                 tag,
@@ -250,14 +255,25 @@ class LlrpDriver:
         except FrameError as err:
             self._count_bad("tag", err.reason)
             return None
-        if mapped.clock_replaced:
-            self.clock_replaced += 1
-            self._health.detail["clock_replaced"] = str(self.clock_replaced)
-            if self.clock_replaced == 1:
-                _log.warning("reader_clock_replaced", reader=self._id)
-        self._health.events += 1
-        self._health.last_event_at_s = mapped.read.at_s
-        return mapped.read
+        return mapped
+
+    def _map_report(self, tags: list[ReportedTag], received_at_s: float) -> list[MappedRead]:
+        report = map_report(
+            tags,
+            reader=self._id,
+            station=self._station,
+            received_at_s=received_at_s,
+            max_clock_skew_s=self._settings.max_clock_skew_s,
+        )
+        for _ in range(report.rejected):
+            self._count_bad("tag", "EPC is not hex")
+        return report.reads
+
+    def _note_clock_replaced(self) -> None:
+        self.clock_replaced += 1
+        self._health.detail["clock_replaced"] = str(self.clock_replaced)
+        if self.clock_replaced == 1:
+            _log.warning("reader_clock_replaced", reader=self._id)
 
     def _count_bad(self, what: str, reason: str) -> None:
         self.frame_errors += 1
@@ -281,16 +297,9 @@ class LlrpDriver:
             return
         kind = item[0]
         assert self._loop is not None
-        if kind == "tags":
-            tags: list[dict[str, Any]] = item[1]
+        if kind in ("tags", "report"):
             self._last_activity = self._loop.time()
-            if len(self._pending_tags) + len(tags) > self._settings.max_pending_reads:
-                self.dropped_reads += len(tags)
-                self._health.detail["dropped_reads"] = str(self.dropped_reads)
-                _log.warning("reads_dropped", reader=self._id, count=len(tags))
-            else:
-                received_at_s = self._clock()
-                self._pending_tags.extend((received_at_s, tag) for tag in tags)
+            self._take_tags(kind, item[1])
         elif kind == "keepalive":
             self._last_activity = self._loop.time()
         elif kind == "inventorying":
@@ -305,6 +314,31 @@ class LlrpDriver:
             self._failure = ReaderUnavailable(self._id, str(item[1]))
             self._health.last_error = str(item[1])
         self._wake.set()
+
+    def _activity_s(self) -> float:
+        """When the reader last showed life, in loop time; bytes still being decoded count."""
+        client = self._client
+        if client is None:
+            return self._last_activity
+        if client.decoding:
+            # A report of thousands of tags can take sllurp seconds: the reader is not silent.
+            assert self._loop is not None
+            return self._loop.time()
+        return self._last_activity
+
+    def _take_tags(self, kind: str, tags: list[Any]) -> None:
+        if len(self._pending_tags) + len(tags) > self._settings.max_pending_reads:
+            self.dropped_reads += len(tags)
+            self._health.detail["dropped_reads"] = str(self.dropped_reads)
+            _log.warning("reads_dropped", reader=self._id, count=len(tags))
+        elif kind == "report":
+            self._pending_tags.extend(self._map_report(tags, self._clock()))
+        else:
+            received_at_s = self._clock()
+            for tag in tags:
+                read = self._map(tag, received_at_s)
+                if read is not None:
+                    self._pending_tags.append(read)
 
     async def _hard_close(self) -> None:
         client = self._client
@@ -327,6 +361,8 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self.llrp = _Protocol(config, self.send_data, self._on_llrp_state_changed)
         self._buf = bytearray()
         self._close_lock = threading.Lock()
+        # Read by the loop's silence check: a whole frame being decoded means not silent.
+        self.decoding = False
         self.add_tag_report_callback(lambda _r, tags: notify(("tags", tags)))
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
         # for every decoded message just before it, so this is where we see the reader breathe.
@@ -393,19 +429,33 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 return
             frame = bytes(self._buf[:length])
             del self._buf[:length]
+            self.decoding = True
             try:
-                lmsg = LLRPMessage(msgbytes=frame)
-            except _DECODE_ERRORS as err:
-                self._notify(("frame_error", f"{type(err).__name__}: {err}"))
-                continue
-            self._on_llrp_message_received(lmsg)
-            try:
-                self.llrp.handleMessage(lmsg)
-            except ReaderConfigurationError as err:
-                self._notify(("rejected", str(err)))
-                raise
-            except _DECODE_ERRORS as err:
-                self._notify(("frame_error", f"{type(err).__name__}: {err}"))
+                self._frame_received(frame)
+            finally:
+                self.decoding = False
+
+    def _frame_received(self, frame: bytes) -> None:
+        """Decode one whole frame: tag reports of the common shape lean, the rest by sllurp."""
+        if is_ro_access_report(frame):
+            tags = decode_tag_reports(frame)
+            if tags is not None:
+                # What sllurp's tag report callback would have seen, without its decoder.
+                self._notify(("report", tags))
+                return
+        try:
+            lmsg = LLRPMessage(msgbytes=frame)
+        except _DECODE_ERRORS as err:
+            self._notify(("frame_error", f"{type(err).__name__}: {err}"))
+            return
+        self._on_llrp_message_received(lmsg)
+        try:
+            self.llrp.handleMessage(lmsg)
+        except ReaderConfigurationError as err:
+            self._notify(("rejected", str(err)))
+            raise
+        except _DECODE_ERRORS as err:
+            self._notify(("frame_error", f"{type(err).__name__}: {err}"))
 
 
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped

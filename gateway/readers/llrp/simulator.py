@@ -237,6 +237,14 @@ def replay_frames(path: Path) -> list[bytes]:
     return out
 
 
+def _reads_per_report(spec: f.ROSpec | None, reads: int) -> int:
+    """How many tag reads go in one RO_ACCESS_REPORT under the ROSpec's report trigger."""
+    # ROReportTrigger 1 and 2: upon N tags (or the end of the AISpec / ROSpec).
+    if spec is not None and spec.report_trigger in (1, 2) and spec.report_n > 0:
+        return spec.report_n
+    return max(1, reads)
+
+
 class _Session:
     """One client connection."""
 
@@ -414,8 +422,12 @@ class _Session:
                 continue
             spec = self._rospecs.get(self._active)
             sel = spec.selector if spec else f.ContentSelector()
-            self._send(f.ro_access_report(self._msg_id(), reads, sel, self._active))
-            sim.record.reports_sent += 1
+            # A real reader told to report every N tags sends a report per N tag reads.
+            per_report = _reads_per_report(spec, len(reads))
+            for start in range(0, len(reads), per_report):
+                chunk = reads[start : start + per_report]
+                self._send(f.ro_access_report(self._msg_id(), chunk, sel, self._active))
+                sim.record.reports_sent += 1
             sim.record.tag_reads_sent += len(reads)
             sim.record.epcs_sent.update(r.epc.hex().upper() for r in reads)
             with contextlib.suppress(ConnectionError):
