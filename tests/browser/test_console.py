@@ -22,7 +22,7 @@ import pytest
 from tests.integration.test_operations_e2e import _config, _scenario, _settings
 from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
-from tests.support.daemon import ROOT, DaemonProcess, wait_until
+from tests.support.daemon import ROOT, DaemonProcess, http_get, wait_until
 from tests.support.wms import publish
 
 pytestmark = pytest.mark.slow
@@ -38,14 +38,6 @@ def _free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _history(config: Path) -> list[dict[str, Any]]:
@@ -229,9 +221,9 @@ def test_login_required_off_loopback_csrf_and_throttle(
         daemon.wait_for_log("health_listening")
         base = f"http://127.0.0.1:{port}"
         # Health and metrics stay open; the page and the actions do not.
-        assert _get(f"{base}/healthz")[0] == 200
-        assert _get(f"{base}/metrics")[0] == 200
-        assert _get(f"{base}/console/api/state")[0] == 401
+        assert http_get(f"{base}/healthz")[0] == 200
+        assert http_get(f"{base}/metrics")[0] == 200
+        assert http_get(f"{base}/console/api/state")[0] == 401
         action = urllib.request.Request(
             f"{base}/actions/profile-apply",
             data=b'{"reader": "x", "name": "test-low"}',
@@ -311,7 +303,7 @@ def test_login_required_off_loopback_csrf_and_throttle(
                 statuses.append(exc.code)
         # The browser's signing in cleared its one failure; the CLI's wrong password was one.
         assert statuses == [401] * 4 + [429, 429, 429]
-        metrics = _get(f"{base}/metrics")[1]
+        metrics = http_get(f"{base}/metrics")[1]
         assert "gateway_console_logins_failed_total 6.0" in metrics
         assert "gateway_console_logins_throttled_total 3.0" in metrics
         assert "gateway_console_csrf_refused_total 2.0" in metrics

@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from gateway.wms_sink import WmsSink
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import DaemonProcess, buffer_stats, wait_until, write_config
+from tests.support.daemon import DaemonProcess, buffer_stats, http_get, wait_until, write_config
 from tests.support.nats import NatsCluster, NatsNode, nats_binary
 from tests.support.scans import gtin14, scan_events, write_jsonl
 from tests.support.wms import retained
@@ -98,14 +97,6 @@ def _late_first_copies(seqs: list[int]) -> list[int]:
             late.append(seq)
         highest = max(highest, seq)
     return late
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def _sink_until(sink: WmsSink, total: int, daemon: DaemonProcess, timeout_s: float) -> None:
@@ -217,14 +208,16 @@ def test_an_unreachable_server_is_skipped_without_a_storm_and_health_names_the_s
     with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
         wait_until(lambda: _connected_servers(daemon) == [live], 30, "connected to the live one")
         wait_until(lambda: buffer_stats(config)["pending"] == 0, 60, "outbox empty")
-        status, body = _get(f"http://127.0.0.1:{health_port}/healthz")
+        status, body = http_get(f"http://127.0.0.1:{health_port}/healthz")
         assert status == 200, body
         assert json.loads(body)["broker"]["server"] == live
         # The whole cluster down for 8 s: every server is tried, at the backoff's pace.
         broker.stop()
         wait_until(
             lambda: (
-                json.loads(_get(f"http://127.0.0.1:{health_port}/healthz")[1])["broker"]["server"]
+                json.loads(http_get(f"http://127.0.0.1:{health_port}/healthz")[1])["broker"][
+                    "server"
+                ]
                 is None
             ),
             20,
@@ -235,7 +228,7 @@ def test_an_unreachable_server_is_skipped_without_a_storm_and_health_names_the_s
         tried = {str(e["server"]) for e in failures}
         broker.start()
         wait_until(lambda: len(_connected_servers(daemon)) == 2, 30, "back on the live server")
-        metrics = _get(f"http://127.0.0.1:{health_port}/metrics")[1]
+        metrics = http_get(f"http://127.0.0.1:{health_port}/metrics")[1]
     # The dead server was tried at least once before the first connection.
     assert tried == {dead, live}
     # Reconnect backoff 0.2..1.0 s per round of two servers: about 2 tries a second at most,

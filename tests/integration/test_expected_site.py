@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from gateway.domain.signing import sign_command
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import ROOT, DaemonProcess, wait_until, write_config
+from tests.support.daemon import DaemonProcess, run_gateway, wait_until, write_config
 from tests.support.scans import gtin14, item_scan
 from tests.support.wms import Collector, publish, retained
 
@@ -160,14 +158,14 @@ def test_cli_import_and_stats_beside_a_running_daemon(tmp_path: Path) -> None:
         wait_until(lambda: _online(broker, "dock-1"), 30, "dock-1 online")
         _scan(port, item_scan(1))  # before the import: nobody announced it
         collector.wait_for(lambda c: len(c.received()) >= 1, 30, "the first receipt")
-        imported = _gateway("expected", "import", str(csv_path), "--config", str(config))
+        imported = run_gateway("expected", "import", str(csv_path), "--config", str(config))
         assert imported.returncode == 2, "a refused RMA makes the exit code 2"
         result = json.loads(imported.stdout)
         assert result["accepted"] == 1500
         assert [(r["rma"], r["line"]) for r in result["refused"]] == [("RMA-BAD", 3002)]
         _scan(port, item_scan(3))  # after the import: the running daemon sees it
         collector.wait_for(lambda c: len(c.received()) >= 2, 30, "the second receipt")
-        stats = _gateway("expected", "stats", "--config", str(config))
+        stats = run_gateway("expected", "stats", "--config", str(config))
         assert stats.returncode == 0, stats.stderr
         counts = json.loads(stats.stdout)
         assert (counts["rmas"], counts["open_rmas"], counts["lines"]) == (1500, 1500, 3000)
@@ -182,14 +180,3 @@ def test_cli_import_and_stats_beside_a_running_daemon(tmp_path: Path) -> None:
         for m in collector.received()
     ]
     assert got == [("00000001", None, False), ("00000003", "RMA-00001", True)]
-
-
-def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=120,
-    )

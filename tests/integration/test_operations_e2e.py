@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ from gateway.readers.llrp.frames import ROSpec
 from gateway.readers.llrp.scenario import Fault, Pass, Scenario, ScenarioTag, sgtin96_hex
 from tests.integration.test_rfid_e2e import PROFILE, SimulatorThread
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import ROOT, DaemonProcess, wait_until, write_config
+from tests.support.daemon import DaemonProcess, http_get, run_gateway, wait_until, write_config
 from tests.support.wms import Collector, publish
 
 pytestmark = pytest.mark.slow
@@ -119,19 +115,8 @@ def _scenario() -> Scenario:
     return Scenario("in-view", 600.0, tags)
 
 
-def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=60,
-    )
-
-
 def _history(config: Path) -> list[dict[str, Any]]:
-    out = _gateway("profiles", "history", "--config", str(config), "--reader", READER)
+    out = run_gateway("profiles", "history", "--config", str(config), "--reader", READER)
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
@@ -140,14 +125,6 @@ def _settings(spec: ROSpec | None) -> ROSpec:
     """A ROSpec without its id: what the reader was asked to do."""
     assert spec is not None
     return dataclasses.replace(spec, rospec_id=0)
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _results(collector: Collector, name: str) -> list[dict[str, Any]]:
@@ -199,7 +176,7 @@ def test_profile_apply_rollback_history_events_and_health(
 
             # 2. Local CLI, the simulator refuses: rolled back, test-low in force again.
             sim.reject_next("ADD_ROSPEC")
-            out = _gateway(
+            out = run_gateway(
                 "profiles", "apply", "--config", str(config), "--reader", READER,
                 "--by", "bob", str(tmp_path / "profiles" / "test-portal.toml"),
             )  # fmt: skip
@@ -214,7 +191,7 @@ def test_profile_apply_rollback_history_events_and_health(
             assert cli_result.get("rollback") == "applied"
 
             # 3. Local CLI, accepted: the original settings again.
-            out = _gateway(
+            out = run_gateway(
                 "profiles", "apply", "--config", str(config), "--reader", READER,
                 "--by", "carol", str(tmp_path / "profiles" / "test-portal.toml"),
             )  # fmt: skip
@@ -278,13 +255,13 @@ def test_profile_apply_rollback_history_events_and_health(
             ]
 
             # Health and metrics of the same running daemon.
-            status, body = _get(f"http://127.0.0.1:{health_port}/healthz")
+            status, body = http_get(f"http://127.0.0.1:{health_port}/healthz")
             healthz = json.loads(body)
             assert status == 200, healthz
             assert healthz["reasons"] == []
-            status, body = _get(f"http://127.0.0.1:{health_port}/metrics")
+            status, body = http_get(f"http://127.0.0.1:{health_port}/metrics")
             assert status == 200
-            metrics = body.decode()
+            metrics = body
             for name in (
                 "gateway_reader_events",
                 "gateway_reader_state",
@@ -304,12 +281,12 @@ def test_profile_apply_rollback_history_events_and_health(
             wait_until(
                 lambda: (
                     "gateway_mqtt_connected 0.0"
-                    in _get(f"http://127.0.0.1:{health_port}/metrics")[1].decode()
+                    in http_get(f"http://127.0.0.1:{health_port}/metrics")[1]
                 ),
                 20,
                 "gateway_mqtt_connected 0",
             )
-            status, body = _get(f"http://127.0.0.1:{health_port}/healthz")
+            status, body = http_get(f"http://127.0.0.1:{health_port}/healthz")
             assert status in (200, 503)
             assert json.loads(body)["broker"]["connected"] is False
             broker.start()
@@ -372,16 +349,16 @@ def test_signed_commands_good_applied_bad_missing_old_replayed_refused(
         refused = len(cases) - 1
 
         def counters() -> dict[str, Any]:
-            status, body_bytes = _get(f"http://127.0.0.1:{health_port}/healthz")
+            status, body = http_get(f"http://127.0.0.1:{health_port}/healthz")
             assert status in (200, 503)
-            found: dict[str, Any] = json.loads(body_bytes)["counters"]
+            found: dict[str, Any] = json.loads(body)["counters"]
             return found
 
         wait_until(
             lambda: counters().get("commands_refused_signature") == refused, 10, "the counter"
         )
         assert counters().get("commands_applied") == 1
-        metrics = _get(f"http://127.0.0.1:{health_port}/metrics")[1].decode()
+        metrics = http_get(f"http://127.0.0.1:{health_port}/metrics")[1]
         assert f'gateway_events_total{{event="commands_refused_signature"}} {refused}.0' in metrics
         # The retained status topic carries the counters too.
         collector.wait_for(
@@ -402,6 +379,6 @@ def test_cli_apply_by_name_uses_the_configured_profile_dir(
 ) -> None:
     # No daemon: with the name found, the CLI gets as far as the (absent) endpoint, exit 1.
     config = _config(tmp_path, broker, sim_port=1, health_port=free_port())
-    out = _gateway("profiles", "apply", "--config", str(config), "--reader", READER, "test-low")
+    out = run_gateway("profiles", "apply", "--config", str(config), "--reader", READER, "test-low")
     assert "not found" not in out.stderr, out.stderr
     assert out.returncode == 1, out.stdout + out.stderr

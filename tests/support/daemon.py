@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
@@ -189,3 +191,24 @@ def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def run_gateway(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=timeout_s,
+    )
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """GET a local URL: the status and the body as text, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
