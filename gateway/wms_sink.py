@@ -156,7 +156,7 @@ class Gap:
 
 
 class WmsSink:
-    """Consumes movements into SQLite, deduplicated by id, and acks them after the commit."""
+    """Consumes movements into SQLite by id, in seq order per gateway; acks after the commit."""
 
     def __init__(
         self,
