@@ -595,6 +595,10 @@ def release_gaps(db: sqlite3.Connection, parked_before: float) -> tuple[list[Gap
     gaps: list[Gap] = []
     unparked_total = 0
     now = time.time()
+    # Read first: most checks find nothing, and need not take the store's write lock for it.
+    overdue = "SELECT 1 FROM parked WHERE received_at <= ? LIMIT 1"
+    if db.execute(overdue, (parked_before,)).fetchone() is None:
+        return gaps, unparked_total
     with db:
         db.execute("BEGIN IMMEDIATE")
         while True:
