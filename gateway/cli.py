@@ -144,6 +144,17 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sink.add_argument("--username", default=None)
     sink.add_argument("--password-env", default=None, help="environment variable with the password")
     sink.add_argument("--no-ack", action="store_true", help="store but never acknowledge")
+    sink.add_argument(
+        "--gap-timeout-s",
+        type=float,
+        default=120.0,
+        help="release a seq gap after S seconds (longer than the gateway's ack_timeout_s)",
+    )
+    sink.add_argument(
+        "--unordered",
+        action="store_true",
+        help="store in arrival order (only for a group whose consumers have a store each)",
+    )
     sink.add_argument("--announce", type=Path, default=None, help="CSV of expected returns to send")
     sink.add_argument("--site", default=None, help="with --announce: the gateway's site")
     sink.add_argument("--gateway", default=None, help="with --announce: the gateway's id")
@@ -349,6 +360,8 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
             password=password,
             protocol=args.protocol,
             servers=servers,
+            ordered=not args.unordered,
+            gap_timeout_s=args.gap_timeout_s,
         )
         async with sink:
             if rmas is not None:
@@ -368,6 +381,9 @@ def _cmd_wms_sink(args: argparse.Namespace) -> int:
                             "stored": await sink.count(),
                             "received": stats.received,
                             "duplicates": stats.duplicates,
+                            "parked": await sink.parked_count(),
+                            "gaps_released": stats.gaps_released,
+                            "late": stats.late,
                             "bad": stats.bad,
                             "acks_sent": stats.acks_sent,
                         }

@@ -4,8 +4,15 @@ The contract it follows (what an integrator's own consumer must do):
 1. Subscribe with an MQTT 5 shared subscription, `$share/{group}/{prefix}/+/+/movements`, QoS 1,
    so several consumers split the stream and each message goes to one of them.
 2. Store each movement keyed by its `id` (idempotent: a copy with a known id changes nothing but a
-   counter). Movements of one gateway carry `seq` 1, 2, 3, ...; first copies arrive in order, but
-   a copy may come again after a reconnect, and with several consumers each sees part of a stream.
+   counter). Movements of one gateway carry `seq` 1, 2, 3, ...; the gateway publishes them in
+   order, but a copy may come again after a reconnect, a broker cluster may hand one over late
+   around a node kill, and with several consumers each sees part of a stream.
+   Apply them in `seq` order per gateway: the store keeps the next seq it expects per gateway
+   (table `streams`); that seq is applied to `movements`, a higher one is parked (table `parked`,
+   committed like a stored one, so it is acked too) until the ones before it arrive. The first seq
+   ever seen of a gateway is where its stream starts (a gateway older than the store); a gap that
+   stays open `gap_timeout_s` is released, recorded in `gaps` and logged, never silent. Consumers
+   of one group must share one store for this, as a WMS's consumers share its database.
 3. Commit, THEN acknowledge on `{prefix}/{site}/{gateway}/ack` with `{"ids": [...]}` (or
    `{"upto_seq": N}` when everything up to N is stored). With `delivery = "wms"` the gateway keeps
    and re-sends a movement until this ack; an ack sent before the commit could lose it.
@@ -56,6 +63,10 @@ STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
 # Several consumers may share one store (as a WMS's consumers share its database).
 STORE_BUSY_TIMEOUT_S = 30.0
+# Longer than the gateway's ack_timeout_s (30 s by default): the gateway re-sends an unacked
+# movement after that, so a gap from a message the broker lost fills before it is released.
+GAP_TIMEOUT_S = 120.0
+GAP_CHECK_EVERY_S = 1.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS movements (
     id TEXT PRIMARY KEY,
@@ -68,7 +79,32 @@ CREATE TABLE IF NOT EXISTS movements (
     copies INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS movements_by_gateway ON movements (site, gateway, seq);
+CREATE TABLE IF NOT EXISTS streams (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    next_seq INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway)
+);
+CREATE TABLE IF NOT EXISTS parked (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    copies INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS parked_by_gateway ON parked (site, gateway, seq);
+CREATE TABLE IF NOT EXISTS gaps (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq INTEGER NOT NULL,
+    released_at REAL NOT NULL
+);
 """
+_COLUMNS = "id, site, gateway, seq, type, payload, received_at, copies"
 
 
 @dataclass(slots=True)
@@ -79,6 +115,9 @@ class SinkStats:
     stored: int = 0
     duplicates: int = 0
     out_of_order: int = 0
+    parked: int = 0
+    late: int = 0
+    gaps_released: int = 0
     bad: int = 0
     acks_sent: int = 0
     reconnects: int = 0
@@ -95,8 +134,29 @@ class _Parsed:
     payload: str
 
 
+@dataclass(slots=True)
+class StoreOutcome:
+    """What one committed batch did to the store."""
+
+    new: int = 0  # arrivals with an id the store did not know
+    stored: int = 0  # rows written to `movements` (new in order, late, or unparked)
+    parked: int = 0
+    late: int = 0  # below the expected seq with an unknown id: stored, out of order
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A run of seqs of one gateway given up on after the gap timeout."""
+
+    site: str
+    gateway: str
+    from_seq: int
+    to_seq: int
+
+
 class WmsSink:
-    """Consumes movements into SQLite, deduplicated by id, and acks them after the commit."""
+    """Consumes movements into SQLite by id, in seq order per gateway; acks after the commit."""
 
     def __init__(
         self,
@@ -112,6 +172,8 @@ class WmsSink:
         password: str | None = None,
         protocol: Protocol = "5",
         servers: Sequence[tuple[str, int]] = (),
+        ordered: bool = True,
+        gap_timeout_s: float = GAP_TIMEOUT_S,
     ) -> None:
         self.host = host
         self.port = port
@@ -125,6 +187,11 @@ class WmsSink:
         # left behind by a random id stays in the shared group and takes its share, unacked.
         self.session_expiry_s = 3600 if client_id else 0
         self.ack = ack
+        # Unordered is for consumers of one group with a store each: each sees part of every
+        # stream, so its gaps never fill.
+        self.ordered = ordered
+        self.gap_timeout_s = gap_timeout_s
+        self._gaps_checked = 0.0
         self.username = username
         self.password = password
         self.stats = SinkStats()
@@ -171,6 +238,21 @@ class WmsSink:
     async def count(self) -> int:
         """Distinct movements stored."""
         return await self._query_int("SELECT COUNT(*) FROM movements")
+
+    async def parked_count(self) -> int:
+        """Movements parked until the seqs before them arrive."""
+        return await self._query_int("SELECT COUNT(*) FROM parked")
+
+    async def gaps(self) -> list[Gap]:
+        """Every gap released so far, oldest first."""
+        assert self._db is not None
+        db = self._db
+        rows = await asyncio.to_thread(
+            lambda: db.execute(
+                "SELECT site, gateway, from_seq, to_seq FROM gaps ORDER BY rowid"
+            ).fetchall()
+        )
+        return [Gap(*row) for row in rows]
 
     async def ids(self) -> set[str]:
         """Every stored movement id."""
@@ -309,7 +391,11 @@ class WmsSink:
 
     async def _consume(self, link: MqttLink) -> None:
         while link.connected:
-            first = await self._queue.get()
+            try:
+                first = await asyncio.wait_for(self._queue.get(), GAP_CHECK_EVERY_S)
+            except TimeoutError:
+                await self._release_gaps()
+                continue
             batch = [first]
             while len(batch) < ACK_BATCH:
                 try:
@@ -317,6 +403,8 @@ class WmsSink:
                 except asyncio.QueueEmpty:
                     break
             await self._handle(link, batch)
+            if time.monotonic() - self._gaps_checked >= GAP_CHECK_EVERY_S:
+                await self._release_gaps()
             if not link.connected:
                 raise BrokerUnavailable("link lost")
 
@@ -333,14 +421,18 @@ class WmsSink:
                 _log.warning("wms_sink_bad_movement", topic=message.topic, reason=exc.reason)
         if not parsed:
             return
-        new = await self._commit(parsed)
-        self.stats.stored += new
-        self.stats.duplicates += len(parsed) - new
+        outcome = await self._commit(parsed)
+        self.stats.stored += outcome.stored
+        self.stats.parked += outcome.parked
+        self.stats.late += outcome.late
+        self.stats.duplicates += outcome.duplicates
+        if outcome.late:
+            _log.warning("wms_sink_late_movement", movements=outcome.late)
         self._note_order(parsed)
         if self.ack and link.connected:
             self._send_acks(link, parsed)
 
-    async def _commit(self, parsed: Sequence[_Parsed]) -> int:
+    async def _commit(self, parsed: Sequence[_Parsed]) -> StoreOutcome:
         """Commit the batch, retrying while the store is locked or failing: never skip one.
 
         The batch is not acked until it is committed; a consumer that gave up here would keep its
@@ -350,11 +442,35 @@ class WmsSink:
         delay_s = STORE_RETRY_MIN_S
         while True:
             try:
-                return await asyncio.to_thread(_store, self._db, parsed)
+                return await asyncio.to_thread(_store, self._db, parsed, ordered=self.ordered)
             except sqlite3.OperationalError as exc:  # locked by another consumer, disk full, ...
                 _log.warning("wms_sink_store_retry", error=str(exc), movements=len(parsed))
                 await asyncio.sleep(delay_s)
                 delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
+
+    async def _release_gaps(self) -> None:
+        """Give up on seqs missing longer than the gap timeout: apply what waited behind them."""
+        self._gaps_checked = time.monotonic()
+        if not self.ordered or self._db is None:
+            return
+        try:
+            gaps, unparked = await asyncio.to_thread(
+                release_gaps, self._db, time.time() - self.gap_timeout_s
+            )
+        except sqlite3.OperationalError as exc:  # locked: the next check tries again
+            _log.warning("wms_sink_gap_check_retry", error=str(exc))
+            return
+        self.stats.stored += unparked
+        self.stats.gaps_released += len(gaps)
+        for gap in gaps:
+            _log.warning(
+                "wms_sink_gap_released",
+                site=gap.site,
+                gateway=gap.gateway,
+                from_seq=gap.from_seq,
+                to_seq=gap.to_seq,
+                waited_s=self.gap_timeout_s,
+            )
 
     def _is_reply(self, message: Message) -> bool:
         result = self._results.get(message.topic)
@@ -433,26 +549,148 @@ def _open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _store(db: sqlite3.Connection, items: Sequence[_Parsed]) -> int:
-    """Insert new ids, count copies of known ones, in one transaction; return how many were new."""
+def _store(
+    db: sqlite3.Connection, items: Sequence[_Parsed], *, ordered: bool = True
+) -> StoreOutcome:
+    """Apply, park or count a batch in one transaction, in seq order per gateway."""
+    outcome = StoreOutcome()
     now = time.time()
-    ids = [item.id for item in items]
-    placeholders = ",".join("?" * len(ids))
+    next_seqs: dict[tuple[str, str], int] = {}
     with db:
-        known = {
-            row[0]
-            for row in db.execute(
-                f"SELECT id FROM movements WHERE id IN ({placeholders})",  # noqa: S608 - placeholders only
-                ids,
-            )
-        }
-        db.executemany(
-            "INSERT INTO movements (id, site, gateway, seq, type, payload, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET copies = copies + 1",
-            [(i.id, i.site, i.gateway, i.seq, i.type, i.payload, now) for i in items],
+        # IMMEDIATE: consumers sharing the store must not read the same next seq at once.
+        db.execute("BEGIN IMMEDIATE")
+        for item in sorted(items, key=lambda i: (i.site, i.gateway, i.seq)):
+            if _count_copy(db, item.id):
+                outcome.duplicates += 1
+                continue
+            outcome.new += 1
+            key = (item.site, item.gateway)
+            if not ordered:
+                _insert(db, "movements", item, now)
+                outcome.stored += 1
+                continue
+            if key not in next_seqs:
+                next_seqs[key] = _next_seq(db, item)
+            expected = next_seqs[key]
+            if item.seq > expected:
+                _insert(db, "parked", item, now)
+                outcome.parked += 1
+                continue
+            _insert(db, "movements", item, now)
+            outcome.stored += 1
+            if item.seq < expected:
+                outcome.late += 1
+                continue
+            next_seqs[key], unparked = _unpark(db, item.site, item.gateway, expected + 1)
+            outcome.stored += unparked
+        _save_next_seqs(db, next_seqs)
+    return outcome
+
+
+def release_gaps(db: sqlite3.Connection, parked_before: float) -> tuple[list[Gap], int]:
+    """Release every gap whose first parked successor came before `parked_before`.
+
+    Returns the gaps (also written to `gaps`) and how many parked rows were applied.
+    """
+    gaps: list[Gap] = []
+    unparked_total = 0
+    now = time.time()
+    # Read first: most checks find nothing, and need not take the store's write lock for it.
+    overdue = "SELECT 1 FROM parked WHERE received_at <= ? LIMIT 1"
+    if db.execute(overdue, (parked_before,)).fetchone() is None:
+        return gaps, unparked_total
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        while True:
+            row = db.execute(
+                "SELECT site, gateway, MIN(seq) FROM parked GROUP BY site, gateway "
+                "HAVING MIN(received_at) <= ? LIMIT 1",
+                (parked_before,),
+            ).fetchone()
+            if row is None:
+                break
+            site, gateway, lowest = row
+            expected = _stream_next(db, site, gateway)
+            if expected is not None and lowest > expected:
+                gap = Gap(site, gateway, expected, lowest - 1)
+                db.execute(
+                    "INSERT INTO gaps (site, gateway, from_seq, to_seq, released_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (site, gateway, gap.from_seq, gap.to_seq, now),
+                )
+                gaps.append(gap)
+            next_seq, unparked = _unpark(db, site, gateway, lowest)
+            unparked_total += unparked
+            _save_next_seqs(db, {(site, gateway): next_seq})
+    return gaps, unparked_total
+
+
+def _count_copy(db: sqlite3.Connection, movement_id: str) -> bool:
+    """Count one more copy of a known id (stored or parked); False when the id is new."""
+    for table in ("movements", "parked"):
+        cursor = db.execute(
+            f"UPDATE {table} SET copies = copies + 1 WHERE id = ?",  # noqa: S608 - fixed names
+            (movement_id,),
         )
-    return len(set(ids) - known)
+        if cursor.rowcount:
+            return True
+    return False
+
+
+def _insert(db: sqlite3.Connection, table: str, item: _Parsed, now: float) -> None:
+    db.execute(
+        f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",  # noqa: S608
+        (item.id, item.site, item.gateway, item.seq, item.type, item.payload, now),
+    )
+
+
+def _stream_next(db: sqlite3.Connection, site: str, gateway: str) -> int | None:
+    row = db.execute(
+        "SELECT next_seq FROM streams WHERE site = ? AND gateway = ?", (site, gateway)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _next_seq(db: sqlite3.Connection, item: _Parsed) -> int:
+    """The seq expected next from the item's gateway; a new stream starts at this item."""
+    known = _stream_next(db, item.site, item.gateway)
+    if known is not None:
+        return known
+    # A store written before streams were tracked goes on after what it holds.
+    row = db.execute(
+        "SELECT MAX(seq) FROM movements WHERE site = ? AND gateway = ?", (item.site, item.gateway)
+    ).fetchone()
+    return item.seq if row[0] is None else int(row[0]) + 1
+
+
+def _unpark(db: sqlite3.Connection, site: str, gateway: str, next_seq: int) -> tuple[int, int]:
+    """Apply parked rows contiguous from `next_seq`; return the new next seq and how many."""
+    moved = 0
+    while True:
+        rows = db.execute(
+            "SELECT id, seq FROM parked WHERE site = ? AND gateway = ? AND seq <= ? "
+            "ORDER BY seq, rowid",
+            (site, gateway, next_seq),
+        ).fetchall()
+        if not rows:
+            return next_seq, moved
+        for movement_id, seq in rows:
+            db.execute(
+                f"INSERT INTO movements ({_COLUMNS}) "  # noqa: S608 - fixed names
+                f"SELECT {_COLUMNS} FROM parked WHERE id = ?",
+                (movement_id,),
+            )
+            db.execute("DELETE FROM parked WHERE id = ?", (movement_id,))
+            next_seq = max(next_seq, seq + 1)
+            moved += 1
+
+
+def _save_next_seqs(db: sqlite3.Connection, next_seqs: dict[tuple[str, str], int]) -> None:
+    db.executemany(
+        "INSERT INTO streams (site, gateway, next_seq) VALUES (?, ?, ?) "
+        "ON CONFLICT(site, gateway) DO UPDATE SET next_seq = excluded.next_seq",
+        [(site, gateway, seq) for (site, gateway), seq in next_seqs.items()],
+    )
 
 
 def _parse(payload: bytes) -> _Parsed:

@@ -83,20 +83,9 @@ def _config(
 
 
 def _first_copy_seqs(db: Path) -> list[int]:
-    """Seqs in the order the sink first stored each id (rowid order is arrival order)."""
+    """Seqs in the order the sink applied each id (rowid order; the sink applies in seq order)."""
     with sqlite3.connect(db) as conn:
         return [row[0] for row in conn.execute("SELECT seq FROM movements ORDER BY rowid")]
-
-
-def _late_first_copies(seqs: list[int]) -> list[int]:
-    """Seqs whose first copy arrived after a higher seq's first copy."""
-    late: list[int] = []
-    highest = 0
-    for seq in seqs:
-        if seq < highest:
-            late.append(seq)
-        highest = max(highest, seq)
-    return late
 
 
 async def _sink_until(sink: WmsSink, total: int, daemon: DaemonProcess, timeout_s: float) -> None:
@@ -316,14 +305,11 @@ async def test_failover_across_a_nats_cluster_loses_and_doubles_nothing(tmp_path
 
         sink = await run()
     seqs = _first_copy_seqs(db)
-    assert len(seqs) == total
-    assert sorted(seqs) == list(range(1, total + 1))
-    # NATS may hand the consumer a message late around a node kill (JetStream redelivers what a
-    # moved consumer leader had in flight while newer messages flow on): one run in five showed
-    # 14,088 stored before 14,085. The gateway cannot undo that; the WMS orders by seq (README,
-    # "MQTT 3.1.1 brokers"). What is checked: late first copies are rare and only around the kills.
-    late = _late_first_copies(seqs)
-    assert len(late) <= total // 100, f"{len(late)} first copies out of seq order: {late[:20]}"
+    # NATS may hand the consumer a message late around a node kill (one run in five showed
+    # 14,088 arriving before 14,085): the sink parks the early ones until the gap fills, so the
+    # store holds first copies in seq order, and no gap was given up on.
+    assert seqs == list(range(1, total + 1))
+    assert sink.stats.gaps_released == 0
     with sqlite3.connect(db) as conn:
         [(ids,)] = conn.execute("SELECT count(DISTINCT id) FROM movements").fetchall()
     assert ids == total

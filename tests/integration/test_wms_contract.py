@@ -352,8 +352,10 @@ async def test_two_shared_consumers_store_each_id_exactly_once(
         tmp_path, broker, scan_events(total), mqtt={"delivery": "wms", "ack_timeout_s": 60.0}
     )
 
-    one = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-1.db", group="wms")
-    two = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-2.db", group="wms")
+    # A store each (to see the split), so each sees half of the stream: ordering by seq needs
+    # the group's consumers to share one store, as the fleet's do.
+    one = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-1.db", group="wms", ordered=False)
+    two = WmsSink("127.0.0.1", broker.port, tmp_path / "wms-2.db", group="wms", ordered=False)
     async with one, two:
         await one.wait_connected()
         await two.wait_connected()

@@ -1,5 +1,7 @@
 """The reference consumer keeps its share of a shared group only while it can store: a locked
-store (another consumer writing the same database) delays it, and loses nothing."""
+store (another consumer writing the same database) delays it, and loses nothing. It applies each
+gateway's movements in seq order: early ones are parked durably, a gap that never fills is
+released and recorded."""
 
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ from structlog.testing import capture_logs
 from gateway import wms_sink
 from gateway.wms_sink import WmsSink
 from tests.support.broker import Mosquitto
-from tests.support.wms import publish
+from tests.support.wms import Collector, publish
+
+
+def _id(seq: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"locked-{seq}"))
 
 
 def _movement(seq: int) -> bytes:
     return json.dumps(
         {
             "schema": "dock-gateway/movement/1",
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"locked-{seq}")),
+            "id": _id(seq),
             "seq": seq,
             "type": "receipt",
             "site": "milan-returns",
@@ -62,3 +68,79 @@ async def test_a_locked_store_is_retried_and_nothing_is_skipped(
     assert held == 0, "stored while the lock was held"
     assert stored == 3
     assert any(e["event"] == "wms_sink_store_retry" for e in logs)
+
+
+async def _until_stored(sink: WmsSink, count: int, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await sink.count() < count:
+        assert asyncio.get_running_loop().time() < deadline, f"not {count} stored"
+        await asyncio.sleep(0.05)
+
+
+def _stored_seqs(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT seq FROM movements ORDER BY rowid")]
+
+
+async def test_out_of_order_arrivals_are_applied_in_seq_order_across_a_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """3 and 4 come before 2: parked (and acked), kept through a restart, applied when 2 comes."""
+    db = tmp_path / "wms.db"
+    topic = "returns/milan-returns/dock-3/movements"
+    acks: list[bytes] = []
+    with Collector(broker.port, ["returns/milan-returns/dock-3/ack"]) as collector:
+        async with WmsSink("127.0.0.1", broker.port, db, group="wms") as sink:
+            await sink.wait_connected()
+            for seq in (1, 3, 4, 3):
+                await asyncio.to_thread(publish, broker.port, topic, _movement(seq))
+            await _until_stored(sink, 1)
+            deadline = asyncio.get_running_loop().time() + 10
+            while sink.stats.parked + sink.stats.duplicates < 3:
+                assert asyncio.get_running_loop().time() < deadline, "3 and 4 not parked"
+                await asyncio.sleep(0.05)
+            assert await sink.parked_count() == 2
+            assert sink.stats.duplicates == 1
+        # Parked ones are committed, so acked: the gateway need not send them again.
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            acks = [m.payload for m in collector.received("/ack")]
+            acked = {i for payload in acks for i in json.loads(payload)["ids"]}
+            if acked >= {_id(1), _id(3), _id(4)}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"acks: {acks}"
+            await asyncio.sleep(0.05)
+    assert _stored_seqs(db) == [1]
+    async with WmsSink("127.0.0.1", broker.port, db, group="wms") as sink:
+        await sink.wait_connected()
+        await asyncio.to_thread(publish, broker.port, topic, _movement(2))
+        await _until_stored(sink, 4)
+        assert await sink.parked_count() == 0
+    assert _stored_seqs(db) == [1, 2, 3, 4]
+
+
+async def test_a_gap_that_does_not_fill_is_released_logged_and_recorded(
+    tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wms_sink, "GAP_CHECK_EVERY_S", 0.1)
+    db = tmp_path / "wms.db"
+    topic = "returns/milan-returns/dock-3/movements"
+    with capture_logs() as logs:
+        async with WmsSink("127.0.0.1", broker.port, db, group="wms", gap_timeout_s=0.5) as sink:
+            await sink.wait_connected()
+            for seq in (1, 2, 5, 6):
+                await asyncio.to_thread(publish, broker.port, topic, _movement(seq))
+            await _until_stored(sink, 2)
+            await _until_stored(sink, 4, timeout_s=10)
+            # The stats follow the release's commit, which the count above may have seen first.
+            deadline = asyncio.get_running_loop().time() + 5
+            while sink.stats.gaps_released == 0:
+                assert asyncio.get_running_loop().time() < deadline, "gap not counted"
+                await asyncio.sleep(0.05)
+            gaps = await sink.gaps()
+            released = sink.stats.gaps_released
+    assert _stored_seqs(db) == [1, 2, 5, 6]
+    assert gaps == [wms_sink.Gap("milan-returns", "dock-3", 3, 4)]
+    assert released == 1
+    [event] = [e for e in logs if e["event"] == "wms_sink_gap_released"]
+    assert (event["from_seq"], event["to_seq"], event["log_level"]) == (3, 4, "warning")
