@@ -54,6 +54,15 @@ from gateway.sync.mqtt import (
 )
 from gateway.sync.servers import ServerRing
 from gateway.sync.settings import LinkSettings, Protocol
+from gateway.wms_store import (
+    Gap,
+    ParsedMovement,
+    StoreOutcome,
+    open_store,
+    parse_movement,
+    release_gaps,
+    store_batch,
+)
 
 _log = get_logger("wms_sink")
 
@@ -61,50 +70,10 @@ ACK_BATCH = 500
 ACK_EVERY_S = 0.05
 STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
-# Several consumers may share one store (as a WMS's consumers share its database).
-STORE_BUSY_TIMEOUT_S = 30.0
 # Longer than the gateway's ack_timeout_s (30 s by default): the gateway re-sends an unacked
 # movement after that, so a gap from a message the broker lost fills before it is released.
 GAP_TIMEOUT_S = 120.0
 GAP_CHECK_EVERY_S = 1.0
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS movements (
-    id TEXT PRIMARY KEY,
-    site TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    copies INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS movements_by_gateway ON movements (site, gateway, seq);
-CREATE TABLE IF NOT EXISTS streams (
-    site TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    next_seq INTEGER NOT NULL,
-    PRIMARY KEY (site, gateway)
-);
-CREATE TABLE IF NOT EXISTS parked (
-    id TEXT PRIMARY KEY,
-    site TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    copies INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS parked_by_gateway ON parked (site, gateway, seq);
-CREATE TABLE IF NOT EXISTS gaps (
-    site TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    from_seq INTEGER NOT NULL,
-    to_seq INTEGER NOT NULL,
-    released_at REAL NOT NULL
-);
-"""
-_COLUMNS = "id, site, gateway, seq, type, payload, received_at, copies"
 
 
 @dataclass(slots=True)
@@ -122,37 +91,6 @@ class SinkStats:
     acks_sent: int = 0
     reconnects: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    id: str
-    site: str
-    gateway: str
-    seq: int
-    type: str
-    payload: str
-
-
-@dataclass(slots=True)
-class StoreOutcome:
-    """What one committed batch did to the store."""
-
-    new: int = 0  # arrivals with an id the store did not know
-    stored: int = 0  # rows written to `movements` (new in order, late, or unparked)
-    parked: int = 0
-    late: int = 0  # below the expected seq with an unknown id: stored, out of order
-    duplicates: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """A run of seqs of one gateway given up on after the gap timeout."""
-
-    site: str
-    gateway: str
-    from_seq: int
-    to_seq: int
 
 
 class WmsSink:
@@ -210,7 +148,7 @@ class WmsSink:
         return movements if self.group is None else f"$share/{self.group}/{movements}"
 
     async def __aenter__(self) -> Self:
-        self._db = await asyncio.to_thread(_open_db, self.db_path)
+        self._db = await asyncio.to_thread(open_store, self.db_path)
         self._task = asyncio.create_task(self._run(), name=f"wms-sink:{self.client_id}")
         return self
 
@@ -409,13 +347,13 @@ class WmsSink:
                 raise BrokerUnavailable("link lost")
 
     async def _handle(self, link: MqttLink, messages: list[Message]) -> None:
-        parsed: list[_Parsed] = []
+        parsed: list[ParsedMovement] = []
         for message in messages:
             if not message.topic or self._is_reply(message):
                 continue
             self.stats.received += 1
             try:
-                parsed.append(_parse(message.payload))
+                parsed.append(parse_movement(message.payload))
             except InputError as exc:
                 self.stats.bad += 1
                 _log.warning("wms_sink_bad_movement", topic=message.topic, reason=exc.reason)
@@ -432,7 +370,7 @@ class WmsSink:
         if self.ack and link.connected:
             self._send_acks(link, parsed)
 
-    async def _commit(self, parsed: Sequence[_Parsed]) -> StoreOutcome:
+    async def _commit(self, parsed: Sequence[ParsedMovement]) -> StoreOutcome:
         """Commit the batch, retrying while the store is locked or failing: never skip one.
 
         The batch is not acked until it is committed; a consumer that gave up here would keep its
@@ -442,7 +380,7 @@ class WmsSink:
         delay_s = STORE_RETRY_MIN_S
         while True:
             try:
-                return await asyncio.to_thread(_store, self._db, parsed, ordered=self.ordered)
+                return await asyncio.to_thread(store_batch, self._db, parsed, ordered=self.ordered)
             except sqlite3.OperationalError as exc:  # locked by another consumer, disk full, ...
                 _log.warning("wms_sink_store_retry", error=str(exc), movements=len(parsed))
                 await asyncio.sleep(delay_s)
@@ -487,7 +425,7 @@ class WmsSink:
             waiter.set_result(message.payload)
         return True
 
-    def _note_order(self, parsed: Sequence[_Parsed]) -> None:
+    def _note_order(self, parsed: Sequence[ParsedMovement]) -> None:
         for item in parsed:
             key = f"{item.site}/{item.gateway}"
             last = self.stats.last_seq.get(key, 0)
@@ -495,7 +433,7 @@ class WmsSink:
                 self.stats.out_of_order += 1
             self.stats.last_seq[key] = max(last, item.seq)
 
-    def _send_acks(self, link: MqttLink, parsed: Sequence[_Parsed]) -> None:
+    def _send_acks(self, link: MqttLink, parsed: Sequence[ParsedMovement]) -> None:
         """Ack after the commit, one message per gateway."""
         by_gateway: dict[tuple[str, str], list[str]] = defaultdict(list)
         for item in parsed:
@@ -539,183 +477,3 @@ def load_announcements(path: Path) -> list[dict[str, Any]]:
             item["qty"] = int(qty)
             entry["items"].append(item)
     return list(rmas.values())
-
-
-def _open_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=STORE_BUSY_TIMEOUT_S, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(_SCHEMA)
-    return db
-
-
-def _store(
-    db: sqlite3.Connection, items: Sequence[_Parsed], *, ordered: bool = True
-) -> StoreOutcome:
-    """Apply, park or count a batch in one transaction, in seq order per gateway."""
-    outcome = StoreOutcome()
-    now = time.time()
-    next_seqs: dict[tuple[str, str], int] = {}
-    with db:
-        # IMMEDIATE: consumers sharing the store must not read the same next seq at once.
-        db.execute("BEGIN IMMEDIATE")
-        for item in sorted(items, key=lambda i: (i.site, i.gateway, i.seq)):
-            if _count_copy(db, item.id):
-                outcome.duplicates += 1
-                continue
-            outcome.new += 1
-            key = (item.site, item.gateway)
-            if not ordered:
-                _insert(db, "movements", item, now)
-                outcome.stored += 1
-                continue
-            if key not in next_seqs:
-                next_seqs[key] = _next_seq(db, item)
-            expected = next_seqs[key]
-            if item.seq > expected:
-                _insert(db, "parked", item, now)
-                outcome.parked += 1
-                continue
-            _insert(db, "movements", item, now)
-            outcome.stored += 1
-            if item.seq < expected:
-                outcome.late += 1
-                continue
-            next_seqs[key], unparked = _unpark(db, item.site, item.gateway, expected + 1)
-            outcome.stored += unparked
-        _save_next_seqs(db, next_seqs)
-    return outcome
-
-
-def release_gaps(db: sqlite3.Connection, parked_before: float) -> tuple[list[Gap], int]:
-    """Release every gap whose first parked successor came before `parked_before`.
-
-    Returns the gaps (also written to `gaps`) and how many parked rows were applied.
-    """
-    gaps: list[Gap] = []
-    unparked_total = 0
-    now = time.time()
-    # Read first: most checks find nothing, and need not take the store's write lock for it.
-    overdue = "SELECT 1 FROM parked WHERE received_at <= ? LIMIT 1"
-    if db.execute(overdue, (parked_before,)).fetchone() is None:
-        return gaps, unparked_total
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        while True:
-            row = db.execute(
-                "SELECT site, gateway, MIN(seq) FROM parked GROUP BY site, gateway "
-                "HAVING MIN(received_at) <= ? LIMIT 1",
-                (parked_before,),
-            ).fetchone()
-            if row is None:
-                break
-            site, gateway, lowest = row
-            expected = _stream_next(db, site, gateway)
-            if expected is not None and lowest > expected:
-                gap = Gap(site, gateway, expected, lowest - 1)
-                db.execute(
-                    "INSERT INTO gaps (site, gateway, from_seq, to_seq, released_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (site, gateway, gap.from_seq, gap.to_seq, now),
-                )
-                gaps.append(gap)
-            next_seq, unparked = _unpark(db, site, gateway, lowest)
-            unparked_total += unparked
-            _save_next_seqs(db, {(site, gateway): next_seq})
-    return gaps, unparked_total
-
-
-def _count_copy(db: sqlite3.Connection, movement_id: str) -> bool:
-    """Count one more copy of a known id (stored or parked); False when the id is new."""
-    for table in ("movements", "parked"):
-        cursor = db.execute(
-            f"UPDATE {table} SET copies = copies + 1 WHERE id = ?",  # noqa: S608 - fixed names
-            (movement_id,),
-        )
-        if cursor.rowcount:
-            return True
-    return False
-
-
-def _insert(db: sqlite3.Connection, table: str, item: _Parsed, now: float) -> None:
-    db.execute(
-        f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",  # noqa: S608
-        (item.id, item.site, item.gateway, item.seq, item.type, item.payload, now),
-    )
-
-
-def _stream_next(db: sqlite3.Connection, site: str, gateway: str) -> int | None:
-    row = db.execute(
-        "SELECT next_seq FROM streams WHERE site = ? AND gateway = ?", (site, gateway)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _next_seq(db: sqlite3.Connection, item: _Parsed) -> int:
-    """The seq expected next from the item's gateway; a new stream starts at this item."""
-    known = _stream_next(db, item.site, item.gateway)
-    if known is not None:
-        return known
-    # A store written before streams were tracked goes on after what it holds.
-    row = db.execute(
-        "SELECT MAX(seq) FROM movements WHERE site = ? AND gateway = ?", (item.site, item.gateway)
-    ).fetchone()
-    return item.seq if row[0] is None else int(row[0]) + 1
-
-
-def _unpark(db: sqlite3.Connection, site: str, gateway: str, next_seq: int) -> tuple[int, int]:
-    """Apply parked rows contiguous from `next_seq`; return the new next seq and how many."""
-    moved = 0
-    while True:
-        rows = db.execute(
-            "SELECT id, seq FROM parked WHERE site = ? AND gateway = ? AND seq <= ? "
-            "ORDER BY seq, rowid",
-            (site, gateway, next_seq),
-        ).fetchall()
-        if not rows:
-            return next_seq, moved
-        for movement_id, seq in rows:
-            db.execute(
-                f"INSERT INTO movements ({_COLUMNS}) "  # noqa: S608 - fixed names
-                f"SELECT {_COLUMNS} FROM parked WHERE id = ?",
-                (movement_id,),
-            )
-            db.execute("DELETE FROM parked WHERE id = ?", (movement_id,))
-            next_seq = max(next_seq, seq + 1)
-            moved += 1
-
-
-def _save_next_seqs(db: sqlite3.Connection, next_seqs: dict[tuple[str, str], int]) -> None:
-    db.executemany(
-        "INSERT INTO streams (site, gateway, next_seq) VALUES (?, ?, ?) "
-        "ON CONFLICT(site, gateway) DO UPDATE SET next_seq = excluded.next_seq",
-        [(site, gateway, seq) for (site, gateway), seq in next_seqs.items()],
-    )
-
-
-def _parse(payload: bytes) -> _Parsed:
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError("movement", "not JSON") from exc
-    if not isinstance(message, dict):
-        raise InputError("movement", "not a JSON object")
-    if message.get("type") == "EPCISDocument":
-        movement_id, seq = message.get("dg:movementId"), message.get("dg:seq")
-        site, gateway = message.get("dg:site"), message.get("dg:gateway")
-        kind = message.get("dg:movementType")
-    else:
-        movement_id, seq = message.get("id"), message.get("seq")
-        site, gateway, kind = message.get("site"), message.get("gateway"), message.get("type")
-    if not all(isinstance(v, str) for v in (movement_id, site, gateway, kind)):
-        raise InputError("movement", "id, site, gateway and type must be strings")
-    if isinstance(seq, bool) or not isinstance(seq, int):
-        raise InputError("movement", "seq must be an integer")
-    return _Parsed(
-        id=str(movement_id),
-        site=str(site),
-        gateway=str(gateway),
-        seq=seq,
-        type=str(kind),
-        payload=payload.decode(),
-    )

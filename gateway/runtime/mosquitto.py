@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Self
 
 from gateway.runtime.loopback import LOOPBACK, free_port, wait_for_port
+from gateway.runtime.processes import end_process
 
 __all__ = ["Mosquitto", "find_mosquitto"]
 
@@ -81,18 +82,8 @@ class Mosquitto:
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the broker (SIGTERM saves its persistence; `kill` loses what it had not saved)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            end_process(self.proc, kill=kill)
         self.proc = None
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gateway import wms_sink
+from gateway import wms_sink, wms_store
 from gateway.wms_sink import WmsSink
 from tests.support.broker import Mosquitto
 from tests.support.wms import Collector, publish
@@ -41,7 +41,7 @@ async def test_a_locked_store_is_retried_and_nothing_is_skipped(
     tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A short busy timeout, so the lock below outlasts it (the product waits 30 s).
-    monkeypatch.setattr(wms_sink, "STORE_BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(wms_store, "STORE_BUSY_TIMEOUT_S", 0.1)
     db = tmp_path / "wms.db"
 
     async def run() -> tuple[int, int]:
@@ -140,7 +140,7 @@ async def test_a_gap_that_does_not_fill_is_released_logged_and_recorded(
             gaps = await sink.gaps()
             released = sink.stats.gaps_released
     assert _stored_seqs(db) == [1, 2, 5, 6]
-    assert gaps == [wms_sink.Gap("milan-returns", "dock-3", 3, 4)]
+    assert gaps == [wms_store.Gap("milan-returns", "dock-3", 3, 4)]
     assert released == 1
     [event] = [e for e in logs if e["event"] == "wms_sink_gap_released"]
     assert (event["from_seq"], event["to_seq"], event["log_level"]) == (3, 4, "warning")

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.runtime.loopback import free_port, wait_for_port
+from gateway.runtime.processes import end_process
 
 
 def nats_binary() -> str | None:
@@ -116,22 +117,14 @@ class NatsNode:
 
     def kill(self) -> None:
         """SIGKILL: the node is gone without a goodbye, as a crashed host would be."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            end_process(self.proc, kill=True)
         self.proc = None
 
     def stop(self) -> None:
         """SIGTERM and wait (kill after 10 s)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            end_process(self.proc)
         self.proc = None
 
     @property

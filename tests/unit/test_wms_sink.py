@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from gateway.errors import InputError
-from gateway.wms_sink import (
+from gateway.wms_sink import load_announcements
+from gateway.wms_store import (
     Gap,
-    _open_db,
-    _parse,
-    _Parsed,
-    _store,
-    load_announcements,
+    ParsedMovement,
+    open_store,
+    parse_movement,
     release_gaps,
+    store_batch,
 )
 
 JSON_MOVEMENT = {
@@ -45,7 +45,7 @@ def _bytes(value: Any) -> bytes:
 
 
 def test_parse_json_movement() -> None:
-    parsed = _parse(_bytes(JSON_MOVEMENT))
+    parsed = parse_movement(_bytes(JSON_MOVEMENT))
     assert (parsed.id, parsed.site, parsed.gateway, parsed.seq, parsed.type) == (
         JSON_MOVEMENT["id"],
         "milan-returns",
@@ -57,7 +57,7 @@ def test_parse_json_movement() -> None:
 
 
 def test_parse_epcis_document_reads_the_dg_fields() -> None:
-    parsed = _parse(_bytes(EPCIS_DOCUMENT))
+    parsed = parse_movement(_bytes(EPCIS_DOCUMENT))
     assert (parsed.id, parsed.seq, parsed.type) == (
         EPCIS_DOCUMENT["dg:movementId"],
         7,
@@ -81,18 +81,18 @@ def test_parse_epcis_document_reads_the_dg_fields() -> None:
 )
 def test_parse_rejects_bad_movements(payload: bytes) -> None:
     with pytest.raises(InputError):
-        _parse(payload)
+        parse_movement(payload)
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = _open_db(tmp_path / "wms.db")
+    connection = open_store(tmp_path / "wms.db")
     yield connection
     connection.close()
 
 
-def _item(number: int, seq: int | None = None) -> _Parsed:
-    return _Parsed(
+def _item(number: int, seq: int | None = None) -> ParsedMovement:
+    return ParsedMovement(
         id=f"id-{number}",
         site="milan-returns",
         gateway="dock-3",
@@ -103,30 +103,30 @@ def _item(number: int, seq: int | None = None) -> _Parsed:
 
 
 def test_store_counts_only_new_ids_and_counts_copies(db: sqlite3.Connection) -> None:
-    assert _store(db, [_item(1), _item(2)]).new == 2
-    assert _store(db, [_item(2), _item(3)]).new == 1
+    assert store_batch(db, [_item(1), _item(2)]).new == 2
+    assert store_batch(db, [_item(2), _item(3)]).new == 1
     # A copy inside one batch is one new id, stored once.
-    assert _store(db, [_item(4), _item(4)]).new == 1
+    assert store_batch(db, [_item(4), _item(4)]).new == 1
     rows = dict(db.execute("SELECT id, copies FROM movements").fetchall())
     assert rows == {"id-1": 1, "id-2": 2, "id-3": 1, "id-4": 2}
 
 
 def test_store_keeps_the_first_payload_of_an_id(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1)])
-    changed = _Parsed(
+    store_batch(db, [_item(1)])
+    changed = ParsedMovement(
         id="id-1", site="milan-returns", gateway="dock-3", seq=1, type="x", payload="{}"
     )
-    assert _store(db, [changed]).new == 0
+    assert store_batch(db, [changed]).new == 0
     assert db.execute("SELECT payload, type FROM movements").fetchall() == [('{"n": 1}', "receipt")]
 
 
 def test_store_survives_reopening(tmp_path: Path) -> None:
-    first = _open_db(tmp_path / "wms.db")
-    _store(first, [_item(1)])
+    first = open_store(tmp_path / "wms.db")
+    store_batch(first, [_item(1)])
     first.close()
-    second = _open_db(tmp_path / "wms.db")
+    second = open_store(tmp_path / "wms.db")
     try:
-        assert _store(second, [_item(1), _item(2)]).new == 1
+        assert store_batch(second, [_item(1), _item(2)]).new == 1
     finally:
         second.close()
 
@@ -191,11 +191,11 @@ def _parked_seqs(db: sqlite3.Connection) -> list[int]:
 
 
 def test_a_movement_ahead_of_its_seq_waits_until_the_gap_fills(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1)])
-    ahead = _store(db, [_item(4), _item(3)])
+    store_batch(db, [_item(1)])
+    ahead = store_batch(db, [_item(4), _item(3)])
     assert (ahead.new, ahead.stored, ahead.parked) == (2, 0, 2)
     assert _applied_seqs(db) == [1]
-    filled = _store(db, [_item(2)])
+    filled = store_batch(db, [_item(2)])
     # The late one and the two parked behind it: applied in seq order, in its commit.
     assert (filled.new, filled.stored, filled.parked) == (1, 3, 0)
     assert _applied_seqs(db) == [1, 2, 3, 4]
@@ -204,29 +204,29 @@ def test_a_movement_ahead_of_its_seq_waits_until_the_gap_fills(db: sqlite3.Conne
 
 
 def test_a_batch_out_of_order_is_applied_in_order(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1)])
-    outcome = _store(db, [_item(5), _item(3), _item(2), _item(4)])
+    store_batch(db, [_item(1)])
+    outcome = store_batch(db, [_item(5), _item(3), _item(2), _item(4)])
     assert (outcome.stored, outcome.parked) == (4, 0)
     assert _applied_seqs(db) == [1, 2, 3, 4, 5]
 
 
 def test_gateways_are_ordered_apart(db: sqlite3.Connection) -> None:
-    other = _Parsed(
+    other = ParsedMovement(
         id="other-1", site="milan-returns", gateway="dock-9", seq=7, type="r", payload="{}"
     )
-    _store(db, [_item(1), other, _item(3)])
+    store_batch(db, [_item(1), other, _item(3)])
     assert _parked_seqs(db) == [3]
     rows = db.execute("SELECT gateway, next_seq FROM streams ORDER BY gateway").fetchall()
     assert rows == [("dock-3", 2), ("dock-9", 8)]
 
 
 def test_copies_of_parked_and_stored_ids_are_duplicates(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1), _item(3)])
-    again = _store(db, [_item(3), _item(1)])
+    store_batch(db, [_item(1), _item(3)])
+    again = store_batch(db, [_item(3), _item(1)])
     assert (again.new, again.duplicates, again.stored, again.parked) == (0, 2, 0, 0)
     copies = dict(db.execute("SELECT id, copies FROM parked").fetchall())
     assert copies == {"id-3": 2}
-    _store(db, [_item(2)])
+    store_batch(db, [_item(2)])
     # The copy count moves with the row out of `parked`.
     assert dict(db.execute("SELECT id, copies FROM movements").fetchall()) == {
         "id-1": 2,
@@ -239,37 +239,37 @@ def test_the_first_seq_seen_starts_the_stream_and_an_older_unknown_one_is_stored
     db: sqlite3.Connection,
 ) -> None:
     # A gateway whose history began before this store: its stream starts where it is met.
-    assert _store(db, [_item(100)]).stored == 1
-    assert _store(db, [_item(101)]).stored == 1
-    late = _store(db, [_item(99)])
+    assert store_batch(db, [_item(100)]).stored == 1
+    assert store_batch(db, [_item(101)]).stored == 1
+    late = store_batch(db, [_item(99)])
     # Never dropped: stored, and counted as late.
     assert (late.stored, late.late, late.parked) == (1, 1, 0)
     assert _applied_seqs(db) == [100, 101, 99]
 
 
 def test_a_store_from_before_ordering_goes_on_after_what_it_holds(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1), _item(2)])
+    store_batch(db, [_item(1), _item(2)])
     db.execute("DELETE FROM streams")
     db.commit()
-    assert _store(db, [_item(4)]).parked == 1
-    assert _store(db, [_item(3)]).stored == 2
+    assert store_batch(db, [_item(4)]).parked == 1
+    assert store_batch(db, [_item(3)]).stored == 2
 
 
 def test_parked_movements_survive_a_restart_and_keep_their_order(tmp_path: Path) -> None:
-    first = _open_db(tmp_path / "wms.db")
-    _store(first, [_item(1), _item(3), _item(4)])
+    first = open_store(tmp_path / "wms.db")
+    store_batch(first, [_item(1), _item(3), _item(4)])
     first.close()
-    second = _open_db(tmp_path / "wms.db")
+    second = open_store(tmp_path / "wms.db")
     try:
         assert _parked_seqs(second) == [3, 4]
-        assert _store(second, [_item(2)]).stored == 3
+        assert store_batch(second, [_item(2)]).stored == 3
         assert _applied_seqs(second) == [1, 2, 3, 4]
     finally:
         second.close()
 
 
 def test_a_gap_is_released_after_the_timeout_and_recorded(db: sqlite3.Connection) -> None:
-    _store(db, [_item(1), _item(4), _item(5), _item(8)])
+    store_batch(db, [_item(1), _item(4), _item(5), _item(8)])
     # Parked just now: not old enough to give up on.
     assert release_gaps(db, time.time() - 60) == ([], 0)
     assert _parked_seqs(db) == [4, 5, 8]
@@ -284,11 +284,11 @@ def test_a_gap_is_released_after_the_timeout_and_recorded(db: sqlite3.Connection
     recorded = db.execute("SELECT gateway, from_seq, to_seq FROM gaps ORDER BY rowid").fetchall()
     assert recorded == [("dock-3", 2, 3), ("dock-3", 6, 7)]
     # The stream goes on after the released gap; a straggler from it is stored late.
-    assert _store(db, [_item(9)]).stored == 1
-    assert _store(db, [_item(2)]).late == 1
+    assert store_batch(db, [_item(9)]).stored == 1
+    assert store_batch(db, [_item(2)]).late == 1
 
 
 def test_unordered_stores_in_arrival_order(db: sqlite3.Connection) -> None:
-    outcome = _store(db, [_item(1), _item(3)], ordered=False)
+    outcome = store_batch(db, [_item(1), _item(3)], ordered=False)
     assert (outcome.stored, outcome.parked) == (2, 0)
     assert _parked_seqs(db) == []
