@@ -195,23 +195,7 @@ def run_round(
     integrity check of a large buffer reads the whole file) until its CPU time stops growing,
     and the round's scans are sent at once: receipts/s between the first and last arrival.
     """
-    listen = free_port()
-    config = write_config(
-        work / f"{label}.toml",
-        broker_port=broker,
-        state_dir=work / label,
-        stations=[{"id": "door-3", "kind": "receiving"}],
-        readers=[
-            {
-                "kind": "tcp-scanner",
-                "id": "hh",
-                "station": "door-3",
-                "listen": f"127.0.0.1:{listen}",
-            }
-        ],
-        gateway_id=GATEWAY,
-        site=SITE,
-    )
+    config, listen = _handheld_config(work, label, broker)
     sub = Subscriber(broker, [f"{BASE}/movements"])
     started = time.time()
     proc = start_daemon(config, work / f"{label}.log")
@@ -276,23 +260,7 @@ def _cpu_ticks(pid: int) -> int:
 
 def announce_phase(work: Path, broker: int, batches: int) -> dict[str, Any]:
     """Announce batches of 2,000 RMAs through MQTT while a handheld scans at 50/s."""
-    listen = free_port()
-    config = write_config(
-        work / "announce.toml",
-        broker_port=broker,
-        state_dir=work / "announce",
-        stations=[{"id": "door-3", "kind": "receiving"}],
-        readers=[
-            {
-                "kind": "tcp-scanner",
-                "id": "hh",
-                "station": "door-3",
-                "listen": f"127.0.0.1:{listen}",
-            }
-        ],
-        gateway_id=GATEWAY,
-        site=SITE,
-    )
+    config, listen = _handheld_config(work, "announce", broker)
     sub = Subscriber(broker, [f"{BASE}/movements", f"{BASE}/cmd-result/expected-returns"])
     proc = start_daemon(config, work / "announce.log")
     payloads = [
@@ -453,6 +421,28 @@ def main() -> int:
     }
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _handheld_config(work: Path, label: str, broker: int) -> tuple[Path, int]:
+    """A receiving door with one TCP handheld on a free port: the config file and that port."""
+    listen = free_port()
+    config = write_config(
+        work / f"{label}.toml",
+        broker_port=broker,
+        state_dir=work / label,
+        stations=[{"id": "door-3", "kind": "receiving"}],
+        readers=[
+            {
+                "kind": "tcp-scanner",
+                "id": "hh",
+                "station": "door-3",
+                "listen": f"127.0.0.1:{listen}",
+            }
+        ],
+        gateway_id=GATEWAY,
+        site=SITE,
+    )
+    return config, listen
 
 
 if __name__ == "__main__":

@@ -276,14 +276,7 @@ def delete_older(conn: sqlite3.Connection, gen: int, limit: int) -> int:
         "SELECT id, completed, open_lines, size_b FROM expected_rmas WHERE gen < ? LIMIT ?",
         (gen, limit),
     ).fetchall()
-    if not rows:
-        return 0
-    counters = Counters.load(conn)
-    for row in rows:
-        _delete(conn, counters, row)
-    counters.version += 1
-    counters.save(conn)
-    return len(rows)
+    return _delete_rows(conn, rows, expired=False)
 
 
 def sweep_rows(conn: sqlite3.Connection, now_s: float, limit: int) -> int:
@@ -293,12 +286,18 @@ def sweep_rows(conn: sqlite3.Connection, now_s: float, limit: int) -> int:
         " WHERE expires_at_s IS NOT NULL AND expires_at_s < ? ORDER BY expires_at_s LIMIT ?",
         (now_s, limit),
     ).fetchall()
+    return _delete_rows(conn, rows, expired=True)
+
+
+def _delete_rows(conn: sqlite3.Connection, rows: list[Any], *, expired: bool) -> int:
+    """Delete the selected RMAs, keeping the counters exact in the same transaction; how many."""
     if not rows:
         return 0
     counters = Counters.load(conn)
     for row in rows:
         _delete(conn, counters, row)
-    counters.expired_total += len(rows)
+    if expired:
+        counters.expired_total += len(rows)
     counters.version += 1
     counters.save(conn)
     return len(rows)
