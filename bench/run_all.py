@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 Result = dict[str, Any]
+
+
+_KEPT = re.compile(r"<!-- (\w+):begin.*?-->.*?<!-- \1:end -->", re.DOTALL)
+
+
+def _kept_sections(text: str) -> list[str]:
+    """The marked sections other benches wrote into the report (NAME:begin ... NAME:end)."""
+    return [match.group(0) for match in _KEPT.finditer(text)]
 
 
 def main() -> int:
@@ -64,6 +73,10 @@ def main() -> int:
             print("  ", _fmt_row(r), flush=True)
     load_end = os.getloadavg()
     text = _readme(sections, quick=args.quick, load=(load_start, load_end))
+    # Sections the long benches write on their own runs (fleet, expected returns) are kept.
+    kept = _kept_sections(args.out.read_text(encoding="utf-8")) if args.out.exists() else []
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 1 if failed else 0
