@@ -259,9 +259,9 @@ def outbox_row_size_b(movement_id: str, payload: bytes) -> int:
 
 def decode_outbox_row(row: tuple[Any, ...]) -> OutboxRow:
     """The outbox row in a row selected with the outbox columns."""
-    return OutboxRow(
-        seq=row[0], id=row[1], payload=bytes(row[2]), created_at_s=row[3], delivered=bool(row[4])
-    )
+    # Positional and without copying the payload (SQLite hands BLOBs over as bytes): the
+    # forwarder decodes every row it publishes.
+    return OutboxRow(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
 def decode_gap(row: tuple[Any, ...]) -> Gap:

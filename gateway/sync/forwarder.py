@@ -371,7 +371,7 @@ class Forwarder:
         idle = window.in_flight == 0
         if idle:
             window.last_progress_s = self._clock()
-        publish = functools.partial(link.publish, self._topics.movements)
+        publish = functools.partial(link.publish_row, self._topics.movements)
         try:
             self._control.send(
                 lambda c: link.publish(c.topic, c.payload, 1, c.retain, c.properties), window

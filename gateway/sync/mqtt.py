@@ -21,7 +21,7 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -31,13 +31,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import BrokerRefused, BrokerUnavailable
 from gateway.logs import get_logger
+from gateway.sync.paho_client import LinkClient
 from gateway.sync.settings import LinkSettings, TlsSettings
 
 _log = get_logger("mqtt")
 
 DEFAULT_RECEIVE_MAXIMUM = 65535
 MISC_INTERVAL_S = 1.0
-TLS_DRAIN_READS = 1000
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
@@ -92,10 +92,11 @@ class MqttLink:
         self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self.session_present = False
         self._on_event = on_event
-        self._client: paho.Client | None = None
+        self._client: LinkClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._fd = -1
+        self._watching_write = False
         self._misc: asyncio.TimerHandle | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, Properties | None]] | None = None
         self._subscriptions: dict[int, asyncio.Future[list[int]]] = {}
@@ -108,13 +109,6 @@ class MqttLink:
     def connected(self) -> bool:
         """Whether CONNACK accepted us and the link has not been lost since."""
         return self._connected
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.disconnect()
 
     async def connect(self) -> None:
         """Connect, await CONNACK; raise BrokerRefused (auth, TLS trust) or BrokerUnavailable."""
@@ -129,6 +123,8 @@ class MqttLink:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
+        on_event = self._on_event
+        client.on_row_ack = lambda mid, reason: on_event(Published(mid, reason, reason < 0x80))
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
         client.on_socket_open = self._paho_socket_open
@@ -193,10 +189,23 @@ class MqttLink:
             raise BrokerUnavailable(f"publish failed: {paho.error_string(info.rc)}")
         return int(info.mid)
 
-    def flush(self) -> None:
-        """Write what publish() queued now, not on the loop's next turn (fewer round trips)."""
+    def publish_row(self, topic: str, payload: bytes) -> int:
+        """Queue a row's QoS 1 publish in the batch `flush` writes; return its mid.
+
+        Its answer comes as a `Published` event like any other, reason code included.
+        """
         client = self._client
-        if client is None or not client.want_write():
+        if client is None or not self._connected:
+            raise BrokerUnavailable("not connected")
+        return client.publish_row(topic, payload)
+
+    def flush(self) -> None:
+        """Write what was queued now, not on the loop's next turn (fewer round trips)."""
+        client = self._client
+        if client is None:
+            return
+        client.queue_rows()
+        if not client.want_write():
             return
         try:
             client.loop_write()
@@ -266,16 +275,29 @@ class MqttLink:
         self._on_loop(watch)
 
     def _paho_register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
-        def want_write() -> None:
-            if self._loop is not None and client.socket() is sock and self._fd >= 0:
-                self._loop.add_writer(self._fd, self._writable)
+        # Looked at one turn later: the forwarder writes what it queues at once (`flush`), and
+        # then nothing is left to watch. Watching at once cost two epoll_ctl calls per batch.
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(self._watch_write, client, sock)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed while connecting
+                loop.call_soon_threadsafe(self._watch_write, client, sock)
 
-        self._on_loop(want_write)
+    def _watch_write(self, client: paho.Client, sock: Any) -> None:
+        if self._watching_write or self._loop is None or self._fd < 0:
+            return
+        if client.socket() is sock and client.want_write():
+            self._watching_write = True
+            self._loop.add_writer(self._fd, self._writable)
 
     def _paho_unregister_write(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
         def done_writing() -> None:
-            if self._loop is not None and self._fd >= 0:
+            if self._watching_write and self._loop is not None and self._fd >= 0:
                 self._loop.remove_writer(self._fd)
+            self._watching_write = False
 
         self._on_loop(done_writing)
 
@@ -284,6 +306,7 @@ class MqttLink:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
         self._fd = -1
+        self._watching_write = False
         if self._misc is not None:
             self._misc.cancel()
             self._misc = None
@@ -295,13 +318,15 @@ class MqttLink:
         try:
             client.loop_read()
             sock = client.socket()
-            # TLS can hold decrypted bytes the selector will not report again.
-            if isinstance(sock, ssl.SSLSocket):
-                tls_sock: ssl.SSLSocket = sock
-                for _ in range(TLS_DRAIN_READS):
-                    if not tls_sock.pending() or client.socket() is not tls_sock:
-                        break
-                    client.loop_read()
+            # Bytes read but not yet parsed (our chunk, TLS's decrypted record) are never reported
+            # by the selector again: parse them now.
+            # paho parses at most one packet a call for each message it has in flight, and the
+            # rows are not among them: go on while bytes wait (every call consumes some).
+            tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
+            while sock is not None and client.socket() is sock:
+                if not client.buffered() and (tls_sock is None or not tls_sock.pending()):
+                    break
+                client.loop_read()
         except OSError as exc:
             self.abort(f"read failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - containment boundary: paho's read path runs our callbacks; a bug there must drop the link, not wedge it
@@ -460,10 +485,10 @@ def _properties(props: PublishProperties) -> Properties:
     return out
 
 
-def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> paho.Client:
+def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> LinkClient:
     """A paho client for these settings that never retries, queues or re-sends on its own."""
     v311 = settings.protocol == "3.1.1"
-    client = paho.Client(
+    client = LinkClient(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         protocol=paho.MQTTv311 if v311 else paho.MQTTv5,

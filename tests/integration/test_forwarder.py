@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from gateway.config import MqttSection
 from gateway.sync.forwarder import Forwarder, IncomingMessage
-from gateway.sync.mqtt import MqttLink
+from gateway.sync.mqtt import LinkEvent, MqttLink, Published
 from gateway.sync.settings import LinkSettings
 from gateway.sync.topics import Topics
 from tests.support.broker import Mosquitto
@@ -369,6 +369,22 @@ async def test_window_capped_by_receive_maximum(tmp_path: Path, outbox: SqliteOu
             await _until(lambda: outbox.undelivered() == 0, 60, "every row delivered")
             assert forwarder.stats.window == 5
     assert 1 <= forwarder.stats.inflight_peak <= 5
+
+
+async def test_thousands_of_rows_in_flight_on_one_link_are_all_answered(tmp_path: Path) -> None:
+    """One read can hold thousands of PUBACKs; paho would parse one a call for rows it never saw."""
+    events: list[LinkEvent] = []
+    with Mosquitto(tmp_path / "bulk") as broker:
+        link = MqttLink(LinkSettings("127.0.0.1", broker.port, "bulk"), events.append)
+        await link.connect()
+        try:
+            mids = [link.publish_row(f"{BASE}/movements", b'{"n": 1}') for _ in range(5000)]
+            link.flush()
+            await _until(lambda: len(events) >= len(mids), 30, "a PUBACK for every row")
+        finally:
+            await link.disconnect()
+    acked = [e.mid for e in events if isinstance(e, Published) and e.ok]
+    assert sorted(acked) == sorted(mids)
 
 
 async def test_negative_puback_keeps_the_row(tmp_path: Path, outbox: SqliteOutbox) -> None:
