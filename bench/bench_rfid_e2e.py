@@ -41,33 +41,10 @@ from gateway.readers.llrp.scenario import Pass, Scenario, ScenarioTag, sgtin96_h
 from gateway.readers.llrp.simulator import LlrpSimulator  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 from tests.support.daemon import write_config  # noqa: E402
+from tests.support.portal import portal_profile  # noqa: E402
 from tests.support.wms import Collector  # noqa: E402
 
 BASE = "returns/milan-returns/dock-3"
-PROFILE = """
-name = "bench-portal"
-model = "generic-llrp"
-[reader]
-reader_mode = 0
-session = 2
-tag_population = 256
-search_mode = "dual-target"
-report_every_n_tags = {report_every_n}
-keepalive_s = 2.0
-rssi_floor_dbm = -80.0
-[[antennas]]
-port = 1
-power_dbm = 27.0
-[[antennas]]
-port = 2
-power_dbm = 27.0
-[[antennas]]
-port = 3
-power_dbm = 27.0
-[[antennas]]
-port = 4
-power_dbm = 27.0
-"""
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Everything journaled and processed and no receipt for this long: the missing ones never come.
 QUIET_S = 5.0
@@ -217,7 +194,14 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pallet_items = sum(1 for t in scenario.tags if t.role == "pallet")
     profiles = workdir / "profiles"
     profiles.mkdir(parents=True)
-    (profiles / "bench-portal.toml").write_text(PROFILE.format(report_every_n=args.report_every_n))
+    (profiles / "bench-portal.toml").write_text(
+        portal_profile(
+            "bench-portal",
+            tag_population=256,
+            report_every_n_tags=args.report_every_n,
+            keepalive_s=2.0,
+        )
+    )
     with Mosquitto(workdir / "broker") as broker, SimulatorThread(scenario) as sim:
         config = write_config(
             workdir / "gateway.toml",

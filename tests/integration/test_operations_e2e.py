@@ -18,9 +18,10 @@ import pytest
 from gateway.domain.signing import sign_command
 from gateway.readers.llrp.frames import ROSpec
 from gateway.readers.llrp.scenario import Fault, Pass, Scenario, ScenarioTag, sgtin96_hex
-from tests.integration.test_rfid_e2e import PROFILE, SimulatorThread
+from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto, free_port
 from tests.support.daemon import DaemonProcess, http_get, run_gateway, wait_until, write_config
+from tests.support.portal import portal_profile
 from tests.support.wms import Collector, publish
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,9 @@ def _config(
     """write_config, with the health endpoint on and (optionally) signed commands required."""
     profiles = tmp_path / "profiles"
     profiles.mkdir(exist_ok=True)
-    (profiles / "test-portal.toml").write_text(PROFILE.format(keepalive_s=2.0))
+    (profiles / "test-portal.toml").write_text(
+        portal_profile("test-portal", tag_population=64, report_every_n_tags=64, keepalive_s=2.0)
+    )
     (profiles / "test-low.toml").write_text(LOW_PROFILE)
     readers = []
     if sim_port is not None:

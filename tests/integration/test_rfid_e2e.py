@@ -23,35 +23,12 @@ from gateway.readers.llrp.simulator import LlrpSimulator
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, wait_until, write_config
 from tests.support.own_loop import run_on_own_loop
+from tests.support.portal import portal_profile
 from tests.support.wms import Collector
 
 pytestmark = pytest.mark.slow
 
 BASE = "returns/milan-returns/dock-3"
-PROFILE = """
-name = "test-portal"
-model = "generic-llrp"
-[reader]
-reader_mode = 0
-session = 2
-tag_population = 64
-search_mode = "dual-target"
-report_every_n_tags = 64
-keepalive_s = {keepalive_s}
-rssi_floor_dbm = -80.0
-[[antennas]]
-port = 1
-power_dbm = 27.0
-[[antennas]]
-port = 2
-power_dbm = 27.0
-[[antennas]]
-port = 3
-power_dbm = 27.0
-[[antennas]]
-port = 4
-power_dbm = 27.0
-"""
 # Independent SGTIN-96 partition table (TDS 1.13 table 14-2): company prefix digits per partition.
 _COMPANY_DIGITS = {0: 12, 1: 11, 2: 10, 3: 9, 4: 8, 5: 7, 6: 6}
 _COMPANY_BITS = {0: 40, 1: 37, 2: 34, 3: 30, 4: 27, 5: 24, 6: 20}
@@ -112,7 +89,11 @@ class SimulatorThread:
 def _config(tmp_path: Path, broker: Mosquitto, port: int, keepalive_s: float) -> Path:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "test-portal.toml").write_text(PROFILE.format(keepalive_s=keepalive_s))
+    (profiles / "test-portal.toml").write_text(
+        portal_profile(
+            "test-portal", tag_population=64, report_every_n_tags=64, keepalive_s=keepalive_s
+        )
+    )
     return write_config(
         tmp_path / "gateway.toml",
         broker_port=broker.port,

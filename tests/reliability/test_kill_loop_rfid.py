@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from gateway.readers.llrp.scenario import Pass, Scenario, ScenarioTag, sgtin96_hex
-from tests.integration.test_rfid_e2e import PROFILE, SimulatorThread
+from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, buffer_stats, wait_until, write_config
+from tests.support.portal import portal_profile
 from tests.support.scans import scan_events, write_jsonl
 from tests.support.wms import Collector
 
@@ -96,7 +97,9 @@ def test_twenty_sigkills_while_pallets_cross_the_portal(tmp_path: Path) -> None:
     broker.start()
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "test-portal.toml").write_text(PROFILE.format(keepalive_s=1.0))
+    (profiles / "test-portal.toml").write_text(
+        portal_profile("test-portal", tag_population=64, report_every_n_tags=64, keepalive_s=1.0)
+    )
     replay = write_jsonl(tmp_path / "scans.jsonl", scan_events(SCANS))
     rng = random.Random(7)
     up_periods: list[tuple[float, float]] = []
