@@ -189,9 +189,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config  # noqa: PLC0415
     from gateway.daemon import Daemon  # noqa: PLC0415 - keep `decode` and `check-config` light
     from gateway.logs import configure_logging  # noqa: PLC0415
+    from gateway.runtime.malloc import limit_malloc_arenas  # noqa: PLC0415
 
     config = load_config(args.config)
     configure_logging(args.log_format, args.log_level)
+    limit_malloc_arenas()  # before the loop starts any thread
     return asyncio.run(Daemon(config).run())
 
 
