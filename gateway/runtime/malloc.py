@@ -9,7 +9,6 @@ the environment, if set, wins (glibc reads it at start; this only runs when it i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number for M_ARENA_MAX
@@ -19,11 +18,9 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
     """Cap glibc's malloc arenas before threads start; False where that is not glibc."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The process's own symbols, libc's among them: find_library would run ldconfig at start.
+        libc = ctypes.CDLL(None)
         return bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import threading
@@ -252,7 +253,7 @@ class MqttLink:
 
     # -- socket plumbing (paho calls these on the loop, or from the executor during connect) --
 
-    def _on_loop(self, func: Callable[[], None]) -> None:
+    def _on_loop(self, func: Callable[[], object]) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -278,13 +279,8 @@ class MqttLink:
         # Looked at one turn later: the forwarder writes what it queues at once (`flush`), and
         # then nothing is left to watch. Watching at once cost two epoll_ctl calls per batch.
         loop = self._loop
-        if loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            loop.call_soon(self._watch_write, client, sock)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed while connecting
-                loop.call_soon_threadsafe(self._watch_write, client, sock)
+        if loop is not None:
+            self._on_loop(functools.partial(loop.call_soon, self._watch_write, client, sock))
 
     def _watch_write(self, client: paho.Client, sock: Any) -> None:
         if self._watching_write or self._loop is None or self._fd < 0:
