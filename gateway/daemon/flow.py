@@ -10,6 +10,7 @@ from typing import Any
 from gateway.buffer.store import Buffer, Gap
 from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
+from gateway.daemon.recent import RecentJournal
 from gateway.daemon.shared import LOG_COMPONENT, Shared
 from gateway.domain.events import RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement, movement_id
@@ -24,6 +25,8 @@ INGEST_QUEUE_MAX = 50_000
 PIPELINE_TICK_S = 0.025
 JOURNAL_READ_EVERY_S = 1.0
 PIPELINE_READ_ROWS = 2000
+# Journaled events kept for the pipeline to take without reading them back (about 2 MB at most).
+RECENT_EVENTS_MAX = 10_000
 CHECKPOINT_EVERY_S = 1.0
 
 
@@ -67,6 +70,7 @@ class PipelineFlow:
         self._lock = asyncio.Lock()
         expected.attach(pipeline, self._lock)
         self._cursor = cursor
+        self._recent = RecentJournal(RECENT_EVENTS_MAX)
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
         self._checkpointed_state: bytes | None = None
@@ -161,8 +165,9 @@ class PipelineFlow:
     async def _append(self, batch: list[RawEvent]) -> None:
         counters = self._shared.tallies.counters
         try:
-            await self._buffer.append_raw(batch)
+            last_id = await self._buffer.append_raw(batch)
             counters["raw_events_journaled"] += len(batch)
+            self._recent.add(last_id - len(batch) + 1, batch)
         except OutboxFull as exc:
             counters["raw_events_refused"] += len(batch)
             self._gaps_pending = True
@@ -178,12 +183,15 @@ class PipelineFlow:
         monotonic = self._shared.monotonic
         movements: list[Movement] = []
         while read_journal:
-            rows = await self._buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+            rows, complete = self._recent.take(self._cursor, PIPELINE_READ_ROWS)
+            if not rows:  # not journaled by this process lately: ask SQLite
+                rows = await self._buffer.read_raw(self._cursor, PIPELINE_READ_ROWS)
+                complete = len(rows) < PIPELINE_READ_ROWS
             await self.expected.prefetch([event for _, event in rows])
             for journal_id, event in rows:
                 movements.extend(self.pipeline.feed(event, monotonic()))
                 self._cursor = journal_id
-            if len(rows) < PIPELINE_READ_ROWS or len(movements) >= PIPELINE_READ_ROWS:
+            if complete or len(movements) >= PIPELINE_READ_ROWS:
                 break
         if not read_journal:
             await self.expected.prefetch([])  # visits closing now may need what was dropped
