@@ -79,6 +79,12 @@ class ExpectedLink:
             registry.forget()
         registry.load(fetched.rmas, fetched.keys)
         self._version = fetched.version
+        if fetched.all_keys:
+            # The registry changed: the open visits' keys, not asked for this step, go too.
+            pending = registry.missing(pipeline.pending_lookup_keys())
+            if pending:
+                fetched = await self.store.fetch(pending, pending, self._version, reload=False)
+                registry.load(fetched.rmas, fetched.keys)
 
     def updates_writer(self) -> Callable[[sqlite3.Connection], None] | None:
         """What receipts changed since the last call, as a writer for the checkpoint."""

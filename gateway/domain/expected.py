@@ -108,6 +108,8 @@ class ExpectedReturns:
         self._updates = ExpectedUpdates()
         self._loaded: set[LookupKey] = set()
         self._next_expiry_s = float("inf")
+        # Counts `forget` calls: keys looked up before the last one must be looked up again.
+        self.generation = 0
 
     # -- slice ---------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class ExpectedReturns:
         self._by_gtin.clear()
         self._loaded.clear()
         self._next_expiry_s = float("inf")
+        self.generation += 1
 
     def has_updates(self) -> bool:
         """Whether receipts changed something not yet taken by `take_updates`."""

@@ -94,6 +94,7 @@ class Pipeline:
         self._epc_keys: dict[str, list[LookupKey]] = {}
         # Barcodes `lookup_keys` parsed for the batch about to be fed: parsed once, not twice.
         self._parsed: dict[str, Barcode | ParseError] = {}
+        self._pending_keys_generation = -1  # the slice generation open visits were looked up in
         self._notices: list[Notice] = []
         self._anchor: tuple[float, float] | None = None
         self._last_event_s: float | None = None
@@ -190,10 +191,20 @@ class Pipeline:
             self._parsed[event.data] = parsed
             if isinstance(parsed, Barcode) and parsed.kind not in CONTROL_KINDS:
                 keys.update(lookup_keys(_item_from_barcode(parsed)))
-        for sid in receiving:
-            # Visits still open close in a later step, perhaps after the slice was dropped.
-            for epc_hex in self._trackers[sid].pending_epcs():
-                keys.update(self._keys_of_epc(epc_hex))
+        if self.expected.generation != self._pending_keys_generation:
+            # Visits still open close in a later step, perhaps after the slice was dropped: their
+            # keys were looked up with their reads, so only a slice dropped since needs them again.
+            keys.update(self.pending_lookup_keys())
+        return keys
+
+    def pending_lookup_keys(self) -> set[LookupKey]:
+        """Registry lookups that closing the visits still pending may make (receipts only)."""
+        keys: set[LookupKey] = set()
+        self._pending_keys_generation = self.expected.generation
+        for sid, station in self.plan.stations.items():
+            if station.kind == "receiving":
+                for epc_hex in self._trackers[sid].pending_epcs():
+                    keys.update(self._keys_of_epc(epc_hex))
         return keys
 
     # -- state ---------------------------------------------------------------------------------

@@ -13,14 +13,17 @@ from gateway.buffer import expected as expected_store
 from gateway.buffer.expected import ExpectedStore, write_updates
 from gateway.buffer.store import Buffer
 from gateway.daemon.expected import ExpectedLink
+from gateway.domain.events import TagRead
 from gateway.domain.expected import ExpectedReturns, lookup_keys
-from gateway.domain.movements import Item
-from gateway.domain.pipeline import SNAPSHOT_VERSION, Pipeline, PipelinePlan
+from gateway.domain.movements import Item, Movement
+from gateway.domain.pipeline import SNAPSHOT_VERSION, Pipeline, PipelinePlan, StationPlan
 from gateway.errors import InputError
 from gateway.gs1 import BIIP_GS1
 
 BIG = 64 * 1024 * 1024
 EPC = "urn:epc:id:sgtin:0614141.812345.6789"
+SGTIN_HEX = "3074257BF7194E4000001A85"  # EPC as the tag holds it
+OTHER_HEX = "3074257BF7194E4000001A86"
 _T = TypeVar("_T")
 
 
@@ -220,3 +223,41 @@ async def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arr
     assert rmas[0].line_counts == [1, 0]
     assert rmas[0].received == {EPC: 1}
     assert "expected" not in new_snapshot
+
+
+async def test_a_visit_open_while_the_registry_changes_still_matches_its_rma(
+    tmp_path: Path,
+) -> None:
+    """The slice is reloaded under an open visit: the visit's keys come back before it closes."""
+    plan = PipelinePlan(
+        gateway="g",
+        stations={"door": StationPlan(id="door", kind="receiving")},
+        zones={"portal": {"outside": [1, 2], "inside": [3, 4]}},
+        gs1=BIIP_GS1,
+    )
+    t0 = 1_795_000_000.0
+    crossing = [
+        TagRead("portal", "door", SGTIN_HEX, antenna, t0 + i * 0.01, rssi_dbm=-50.0)
+        for i, antenna in enumerate(a for a in (1, 2, 3, 4) for _ in range(20))
+    ]
+
+    async def body(store: ExpectedStore, _: Buffer) -> list[Movement]:
+        await store.announce({"rmas": [{"rma": "R1", "items": [{"epc": EPC}]}]})
+        pipeline = Pipeline(plan, None, ExpectedLink.new_slice())
+        link = ExpectedLink(store)
+        link.attach(pipeline, asyncio.Lock())
+        out: list[Movement] = []
+        await link.prefetch(crossing)
+        for read in crossing:
+            out += pipeline.feed(read, read.at_s)
+        assert out == [], "the visit is still open"
+        # Another RMA arrives (the version changes) while a stray tag is read at the door.
+        await store.announce({"rmas": [rma("R2", "2")]})
+        stray = TagRead("portal", "door", OTHER_HEX, 1, t0 + 0.9, rssi_dbm=-70.0)
+        await link.prefetch([stray])
+        out += pipeline.feed(stray, stray.at_s)
+        return out + pipeline.tick(t0 + 60, t0 + 60)
+
+    movements = await with_store(tmp_path / "b.sqlite3", body)
+    receipts = [m for m in movements if m.item.epc == EPC]
+    assert [(m.type, m.rma, m.expected) for m in receipts] == [("receipt", "R1", True)]
