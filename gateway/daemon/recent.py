@@ -63,8 +63,3 @@ class RecentJournal:
             rows.extend(zip(range(next_id, next_id + len(taken)), taken, strict=True))
             next_id += len(taken)
         return rows, True
-
-    def clear(self) -> None:
-        """Forget everything (the journal may have changed under the cache)."""
-        self._batches.clear()
-        self._held = 0

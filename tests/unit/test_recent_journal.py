@@ -70,10 +70,3 @@ def test_a_hole_sends_the_pipeline_to_the_journal() -> None:
     assert len(cache) == 0  # what the pipeline passed is let go
     cache.add(10, [event(10)])  # rows 7-9 were journaled elsewhere (another process)
     assert cache.take(6, 100) == ([], False)
-
-
-def test_clear_forgets_everything() -> None:
-    cache = RecentJournal(max_events=10)
-    cache.add(1, [event(1)])
-    cache.clear()
-    assert (len(cache), cache.take(0, 10)) == (0, ([], True))
