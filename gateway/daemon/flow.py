@@ -53,6 +53,7 @@ class PipelineFlow:
         pipeline: Pipeline,
         *,
         cursor: int,
+        journaled_id: int,
         render: Callable[[Movement, int], bytes],
         kpis: KpiTracker,
         on_committed: Callable[[], None],
@@ -70,6 +71,7 @@ class PipelineFlow:
         self._lock = asyncio.Lock()
         expected.attach(pipeline, self._lock)
         self._cursor = cursor
+        self._journaled_id = max(cursor, journaled_id)  # the last journal row written
         self._recent = RecentJournal(RECENT_EVENTS_MAX)
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
@@ -83,6 +85,20 @@ class PipelineFlow:
     def cursor(self) -> int:
         """The id of the last journal row the pipeline has taken."""
         return self._cursor
+
+    def lag(self) -> dict[str, int]:
+        """How far the pipeline is behind its input, now (not as of the last checkpoint).
+
+        `queued_events`: read by a reader, not journaled yet; `rows_behind`: journaled, not yet
+        through the pipeline. Both stay near zero on a gateway that keeps up.
+        """
+        journaled = max(self._journaled_id, self._cursor)
+        return {
+            "queued_events": self._queue.qsize(),
+            "journaled_id": journaled,
+            "cursor": self._cursor,
+            "rows_behind": journaled - self._cursor,
+        }
 
     async def ingest(self, event: RawEvent) -> None:
         """Queue one event from a reader for the journal (waits while the queue is full)."""
@@ -166,6 +182,7 @@ class PipelineFlow:
         counters = self._shared.tallies.counters
         try:
             last_id = await self._buffer.append_raw(batch)
+            self._journaled_id = last_id
             counters["raw_events_journaled"] += len(batch)
             self._recent.add(last_id - len(batch) + 1, batch)
         except OutboxFull as exc:

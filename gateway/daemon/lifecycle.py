@@ -111,9 +111,11 @@ class Daemon:
 
     def health(self) -> dict[str, object]:
         """Health for the status topic and the health endpoint."""
-        forwarder = self._running.forwarder if self._running is not None else None
+        running = self._running
+        forwarder = running.forwarder if running is not None else None
+        lag = running.flow.lag() if running is not None else None
         shared = self._shared
-        return views.health(shared.slots, shared.tallies, forwarder, shared.monotonic())
+        return views.health(shared.slots, shared.tallies, forwarder, shared.monotonic(), lag)
 
     def view(self) -> views.DaemonView:
         """A snapshot for people: readers, buffer, forwarder, counters."""

@@ -75,6 +75,7 @@ async def start_parts(
         buffer,
         pipeline,
         cursor=cursor,
+        journaled_id=(await buffer.stats()).journal_last_id,
         render=make_renderer(config),
         kpis=kpis,
         on_committed=forwarder.notify,

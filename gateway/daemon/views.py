@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +25,22 @@ class DaemonView:
 
 
 def health(
-    slots: Sequence[ReaderSlot], tallies: Tallies, forwarder: Forwarder | None, now_mono: float
+    slots: Sequence[ReaderSlot],
+    tallies: Tallies,
+    forwarder: Forwarder | None,
+    now_mono: float,
+    pipeline: Mapping[str, int] | None = None,
 ) -> dict[str, object]:
-    """Health for the status topic and the health endpoint; `forwarder` is None before start."""
+    """Health for the status topic and the health endpoint; `forwarder` is None before start.
+
+    `pipeline` is the flow's lag (`PipelineFlow.lag()`), None before start.
+    """
     stats = tallies.stats
     return {
         "version": __version__,
         "readers": {slot.reader: _reader_health(slot, tallies, now_mono) for slot in slots},
         "buffer": _stats_dict(stats) if stats is not None else None,
+        "pipeline": dict(pipeline) if pipeline is not None else None,
         "counters": dict(tallies.counters),
         "broker": _broker_health(forwarder, tallies, now_mono),
         "movements_by_type": dict(tallies.movements_by_type),

@@ -232,6 +232,14 @@ class _GatewayCollector(Collector):
             value = buffer.get(key)
             gauge.add_metric([], float(value) if value is not None else 0.0)
             yield gauge
+        pipeline = health.get("pipeline") or {}
+        for key, help_text in (
+            ("queued_events", "Events read but not journaled yet"),
+            ("rows_behind", "Journaled events the pipeline has not taken yet"),
+        ):
+            gauge = GaugeMetricFamily(f"gateway_pipeline_{key}", help_text)
+            gauge.add_metric([], float(pipeline.get(key) or 0))
+            yield gauge
         broker = health.get("broker") or {}
         for key in (
             "published",

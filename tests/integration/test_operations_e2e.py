@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,18 @@ def test_profile_apply_rollback_history_events_and_health(
             healthz = json.loads(body)
             assert status == 200, healthz
             assert healthz["reasons"] == []
+            # The pipeline's lag, live: it keeps up with a few tags, and what it says it has
+            # journaled is in the SQLite file (committed before the flow counts it).
+            lag = healthz["pipeline"]
+            assert 0 < lag["cursor"] <= lag["journaled_id"], lag
+            assert lag["rows_behind"] == lag["journaled_id"] - lag["cursor"]
+            assert lag["journaled_id"] <= _journal_last_id(tmp_path / "state"), lag
+
+            def caught_up() -> bool:
+                now = json.loads(http_get(f"http://127.0.0.1:{health_port}/healthz")[1])
+                return bool(now["pipeline"]["rows_behind"] == 0)
+
+            wait_until(caught_up, 10, "the pipeline at the end of the journal")
             status, body = http_get(f"http://127.0.0.1:{health_port}/metrics")
             assert status == 200
             metrics = body
@@ -269,6 +282,8 @@ def test_profile_apply_rollback_history_events_and_health(
                 "gateway_reader_events",
                 "gateway_reader_state",
                 "gateway_buffer_",
+                "gateway_pipeline_rows_behind ",
+                "gateway_pipeline_queued_events ",
                 "gateway_mqtt_connected 1.0",
                 'gateway_events_total{event="profile_changes_applied"} 2.0',
                 'gateway_events_total{event="profile_changes_rejected"} 2.0',
@@ -294,6 +309,14 @@ def test_profile_apply_rollback_history_events_and_health(
             assert json.loads(body)["broker"]["connected"] is False
             broker.start()
             assert daemon.alive()
+
+
+def _journal_last_id(state_dir: Path) -> int:
+    conn = sqlite3.connect(f"{(state_dir / 'buffer.sqlite3').as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM journal").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _profile_dict(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ HEALTHY: dict[str, Any] = {
         "portal": {"reader": "portal", "state": "inventorying", "events": 10, "bad_input": 1}
     },
     "buffer": {"pending": 3, "used_bytes": 100, "budget_bytes": 1000},
+    "pipeline": {"queued_events": 2, "journaled_id": 90, "cursor": 83, "rows_behind": 7},
     "counters": {"scans": 4},
     "movements_by_type": {"receipt": 2},
 }
@@ -65,6 +66,8 @@ async def test_http_endpoint_serves_health_and_metrics() -> None:
         assert 'gateway_events_total{event="scans"} 4.0' in metrics
         assert 'gateway_movements_total{type="receipt"} 2.0' in metrics
         assert "gateway_buffer_pending 3.0" in metrics
+        assert "gateway_pipeline_rows_behind 7.0" in metrics
+        assert "gateway_pipeline_queued_events 2.0" in metrics
         state["broker"] = {"connected": False, "down_for_s": 1000.0}
         status, body = await _get(server.port, "/healthz")
         assert status == 503
