@@ -23,15 +23,13 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
@@ -41,6 +39,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from daemon_harness import (  # noqa: E402
     BUFFER_FILE,
     MOVEMENTS_TOPIC,
+    ChildProcess,
     DaemonProcess,
     fill_backlog,
     memory_kib,
@@ -86,44 +85,13 @@ class FirstMessage:
         self.client.loop_stop()
 
 
-class RawDrainer:
+def raw_drainer(db: Path, port: int, log: Path) -> ChildProcess:
     """bench/raw_drainer.py as a subprocess: bare sqlite3 + paho draining the same file."""
-
-    def __init__(self, db: Path, port: int, log: Path) -> None:
-        self.command = [
-            sys.executable, str(BENCH / "raw_drainer.py"), "--db", str(db), "--port", str(port),
-            "--topic", MOVEMENTS_TOPIC, "--window", "100", "--cache-kib", str(CACHE_KIB),
-        ]  # fmt: skip
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_mono = 0.0
-
-    @property
-    def pid(self) -> int:
-        """The drainer's process id."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def __enter__(self) -> Self:
-        """Start it (timing starts here)."""
-        with self.log.open("ab") as log:
-            self.started_mono = time.monotonic()
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, cwd=BENCH.parent)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        """SIGTERM and wait."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def alive(self) -> bool:
-        """Whether the process runs."""
-        return self.proc is not None and self.proc.poll() is None
+    command = [
+        sys.executable, str(BENCH / "raw_drainer.py"), "--db", str(db), "--port", str(port),
+        "--topic", MOVEMENTS_TOPIC, "--window", "100", "--cache-kib", str(CACHE_KIB),
+    ]  # fmt: skip
+    return ChildProcess(command, log)
 
 
 def run_side(
@@ -143,8 +111,8 @@ def run_side(
         try:
             config = write_config(workdir, broker.port)
             before = pending(workdir / "state")
-            process: DaemonProcess | RawDrainer = (
-                RawDrainer(copy, broker.port, workdir / "raw.log")
+            process = (
+                raw_drainer(copy, broker.port, workdir / "raw.log")
                 if raw
                 else DaemonProcess(config, workdir / "daemon.log")
             )

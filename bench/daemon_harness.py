@@ -109,28 +109,26 @@ def write_config(
     return path
 
 
-class DaemonProcess:
-    """`gateway run --config FILE` as a subprocess, INFO logs as JSON lines to a file."""
+class ChildProcess:
+    """A measured subprocess: its output to a log file, SIGTERM (then SIGKILL) on exit."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.command = command
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_mono = 0.0
 
     @property
     def pid(self) -> int:
-        """The daemon's process id."""
+        """The process id."""
         assert self.proc is not None
         return self.proc.pid
 
     def __enter__(self) -> Self:
-        """Start the daemon (timing starts here)."""
-        command = [sys.executable, "-m", "gateway", "run", "--config", str(self.config)]
-        command += ["--log-format", "json", "--log-level", "INFO"]
+        """Start the process (timing starts here)."""
         with self.log.open("ab") as log:
             self.started_mono = time.monotonic()
-            self.proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, cwd=ROOT)
         return self
 
     def __exit__(
@@ -152,6 +150,15 @@ class DaemonProcess:
     def alive(self) -> bool:
         """Whether the process runs."""
         return self.proc is not None and self.proc.poll() is None
+
+
+class DaemonProcess(ChildProcess):
+    """`gateway run --config FILE` as a subprocess, INFO logs as JSON lines to a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        command = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
+        super().__init__([*command, "--log-format", "json", "--log-level", "INFO"], log)
+        self.config = config
 
 
 def pending(state_dir: Path) -> int | None:

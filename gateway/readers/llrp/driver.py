@@ -45,7 +45,8 @@ _HEADER_LEN = 10
 # A profile's power may fall between two entries of the reader's table; beyond this it is wrong.
 _POWER_TOLERANCE_DB = 0.5
 _MAX_FRAME_BYTES = 16 << 20  # no real report comes near; beyond it the length field is garbage
-_ALL_CONTENT = {
+# Every tag report field the product reads (the RFID bench's bare-sllurp baseline asks the same).
+ALL_TAG_CONTENT = {
     "EnableROSpecID": True,
     "EnableSpecIndex": False,
     "EnableInventoryParameterSpecID": False,
@@ -72,7 +73,7 @@ def sllurp_config(settings: LlrpSettings) -> LLRPReaderConfig:
         "tag_population": settings.tag_population,
         "mode_identifier": settings.mode_identifier,
         "report_every_n_tags": settings.report_every_n_tags,
-        "tag_content_selector": dict(_ALL_CONTENT),
+        "tag_content_selector": dict(ALL_TAG_CONTENT),
         "keepalive_interval": int(settings.keepalive_s * 1000),
         "reconnect": False,
         "reconnect_retries": 0,
