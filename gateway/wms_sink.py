@@ -140,6 +140,9 @@ class WmsSink:
         self._connected = asyncio.Event()
         self._replies: dict[bytes, asyncio.Future[bytes]] = {}
         self._results: dict[str, asyncio.Future[bytes]] = {}
+        # Committed, but the link was gone when the ack was due: acked on the next link, or the
+        # gateway would hold them until its ack_timeout_s and send them again.
+        self._acks_owed: list[ParsedMovement] = []
 
     @property
     def topic_filter(self) -> str:
@@ -167,6 +170,11 @@ class WmsSink:
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
+
+    @property
+    def link_up(self) -> bool:
+        """Whether the MQTT link is up now (the sink notices a loss between batches)."""
+        return self._link is not None and self._link.connected
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Wait until subscribed (raise TimeoutError otherwise)."""
@@ -307,6 +315,10 @@ class WmsSink:
                 attempt = 0
                 self.servers.connected()
                 _log.info("wms_sink_connected", server=link.settings.server, filter=filters[0])
+                if self._acks_owed:
+                    _log.info("wms_sink_owed_acks_sent", movements=len(self._acks_owed))
+                    self._send_acks(link, self._acks_owed)
+                    self._acks_owed.clear()
                 self._connected.set()
                 await self._consume(link)
             except BrokerRefused as exc:
@@ -367,8 +379,11 @@ class WmsSink:
         if outcome.late:
             _log.warning("wms_sink_late_movement", movements=outcome.late)
         self._note_order(parsed)
-        if self.ack and link.connected:
-            self._send_acks(link, parsed)
+        if self.ack:
+            if link.connected:
+                self._send_acks(link, parsed)
+            else:
+                self._acks_owed.extend(parsed)
 
     async def _commit(self, parsed: Sequence[ParsedMovement]) -> StoreOutcome:
         """Commit the batch, retrying while the store is locked or failing: never skip one.

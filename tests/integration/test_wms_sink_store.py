@@ -144,3 +144,42 @@ async def test_a_gap_that_does_not_fill_is_released_logged_and_recorded(
     assert released == 1
     [event] = [e for e in logs if e["event"] == "wms_sink_gap_released"]
     assert (event["from_seq"], event["to_seq"], event["log_level"]) == (3, 4, "warning")
+
+
+async def test_acks_owed_when_the_link_dropped_during_the_commit_are_sent_after_reconnect(
+    tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch is taken from the link, then the store is locked while the broker goes away:
+    # the commit lands with no link to ack on. The gateway would wait ack_timeout_s and send
+    # the batch again; the acks must follow on the next link instead.
+    monkeypatch.setattr(wms_store, "STORE_BUSY_TIMEOUT_S", 0.1)
+    db = tmp_path / "wms.db"
+    acks = Collector(broker.port, ["returns/milan-returns/dock-3/ack"], client_id="gw-acks")
+    acks.prime()  # a persistent session: acks sent while it is away wait for it
+    async with WmsSink("127.0.0.1", broker.port, db, group="wms", client_id="wms-0") as sink:
+        await sink.wait_connected()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        for seq in (1, 2, 3):
+            await asyncio.to_thread(
+                publish, broker.port, "returns/milan-returns/dock-3/movements", _movement(seq)
+            )
+        deadline = asyncio.get_running_loop().time() + 10
+        while sink.stats.received < 3:
+            assert asyncio.get_running_loop().time() < deadline, "never received"
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(broker.stop)
+        while sink.link_up:
+            assert asyncio.get_running_loop().time() < deadline, "the link never dropped"
+            await asyncio.sleep(0.05)
+        other.execute("COMMIT")
+        other.close()
+        await _until_stored(sink, 3)
+        assert sink.stats.acks_sent == 0
+        await asyncio.to_thread(broker.start)
+        with acks:
+            await asyncio.to_thread(
+                acks.wait_for, lambda c: len(c.received("/ack")) >= 1, 20, "the owed ack"
+            )
+            acked = {i for m in acks.received("/ack") for i in m.json()["ids"]}
+    assert acked == {_id(1), _id(2), _id(3)}
