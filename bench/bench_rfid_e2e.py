@@ -16,7 +16,8 @@ The baseline: the same scenario read by bare sllurp (`bench/sllurp_client.py`, s
 LLRPReaderClient counting reads in its tag report callback), its CPU per read measured the same
 way. `--rounds` alternated rounds (bare sllurp, daemon, ...) of `--round-s` each give the medians;
 then one `--duration-s` daemon run checks that the journal backlog does not grow.
-`--profile FILE` runs that last daemon under py-spy (raw folded stacks) and prints CPU shares.
+That last daemon runs under py-spy when it is installed (the `bench` extra; `--profile FILE`
+keeps its raw folded stacks, `--no-profile` skips it): the rows then give the CPU shares.
 Prints one JSON object.
 """
 
@@ -298,7 +299,7 @@ def _drive(
     command = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
     command += ["--log-format", "json", "--log-level", "INFO"]
     if args.profile:
-        py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        py_spy = _py_spy() or "py-spy"
         command = [
             py_spy, "record", "--format", "raw", "--rate", "200", "--threads", "--nonblocking",
             "--gil", "--output", str(args.profile), "--", *command,
@@ -396,6 +397,11 @@ def _drive(
         "thread_cpu_s": threads,
         "samples": samples,
     }
+
+
+def _py_spy() -> str | None:
+    """py-spy installed beside this interpreter (the `bench` extra), or None."""
+    return shutil.which("py-spy", path=str(Path(sys.executable).parent))
 
 
 def _daemon_pid(proc: subprocess.Popen[bytes], *, profiled: bool) -> int:
@@ -566,7 +572,12 @@ def main() -> int:
     parser.add_argument("--strays", type=int, default=40)
     parser.add_argument("--report-every-n", type=int, default=64, help="tags per RO_ACCESS_REPORT")
     parser.add_argument("--sample-every-s", type=float, default=5.0)
-    parser.add_argument("--profile", type=Path, help="py-spy raw output file")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy raw output file (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="do not profile even if py-spy is installed"
+    )
     parser.add_argument("--keep-log", type=Path, help="copy the daemon's log here")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds, each side")
     parser.add_argument("--round-s", type=float, default=20.0, help="scenario length of a round")
@@ -578,16 +589,20 @@ def main() -> int:
     unprofiled = argparse.Namespace(**{**vars(args), "profile": None})
     rounds: dict[str, list[dict[str, Any]]] = {"sllurp": [], "daemon": []}
     with tempfile.TemporaryDirectory(prefix="bench-rfid-e2e-") as tmp:
+        if args.no_profile:
+            args.profile = None
+        elif args.profile is None and _py_spy() is not None:
+            args.profile = Path(tmp) / "keep-up.py-spy"  # the keep-up run, profiled
         for i in range(args.rounds):
             rounds["sllurp"].append(run_baseline(args, Path(tmp) / f"sllurp-{i}", args.round_s))
             rounds["daemon"].append(run_once(unprofiled, Path(tmp) / f"daemon-{i}", args.round_s))
         keep = run_once(args, Path(tmp) / "keep-up", args.duration_s)
-    if args.profile:
-        keep["profile_shares_pct"] = profile_shares(args.profile)
-        names = thread_names(args.profile)
-        keep["thread_cpu_s"] = {
-            names.get(int(tid), str(tid)): used for tid, used in keep["thread_cpu_s"].items()
-        }
+        if args.profile:
+            keep["profile_shares_pct"] = profile_shares(args.profile)
+            names = thread_names(args.profile)
+            keep["thread_cpu_s"] = {
+                names.get(int(tid), str(tid)): used for tid, used in keep["thread_cpu_s"].items()
+            }
     result: dict[str, Any] = {"rounds": rounds, "keep_up": keep}
     result["ran_s"] = round(time.monotonic() - started, 1)
     result["results"] = _rows(result, args)

@@ -201,8 +201,9 @@ def _readme(
             "that, throughput ratios less so (rounds alternate, medians reported)."
         ),
         "",
-        "Each section lists, under its table, exactly what every row times. The RFID profile:",
-        "`pip install py-spy` into the venv, then `bench/bench_rfid_e2e.py --profile FILE`.",
+        "Each section lists, under its table, exactly what every row times. The RFID CPU shares",
+        "come from py-spy on the keep-up run, when it is installed",
+        "(`scripts/setup-env test,bench`).",
         "",
     ]
     missed: list[str] = []
