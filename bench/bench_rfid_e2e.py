@@ -67,8 +67,13 @@ _PROFILE_GROUPS = (
     ("SQLite (journal, outbox, checkpoint)", ("sqlite3", "aiosqlite", "gateway/buffer/")),
     ("MQTT (paho, forwarder)", ("paho/", "gateway/sync/")),
     ("pipeline (smoothing, direction, EPC, rules, render)", ("gateway/domain/",)),
-    ("asyncio loop, queues, wiring", ("asyncio/", "gateway/app.py", "gateway/runtime/")),
+    (
+        "asyncio loop, queues, wiring",
+        ("asyncio/", "gateway/app.py", "gateway/runtime/", "gateway/daemon/"),
+    ),
+    ("console's tags-in-view table", ("gateway/console/",)),
 )
+_IMPORTING = "importlib._bootstrap"
 
 
 def busy_portal(
@@ -473,6 +478,10 @@ def _idle(frames: list[str]) -> bool:
 
 
 def _group(frames: list[str]) -> str:
+    if any(_IMPORTING in frame for frame in frames):
+        return "start-up imports (before inventory, outside the reads/CPU-s figure)"
+    if len(frames) == 1:  # "thread (TID)" alone: C code holding the GIL, no Python frame
+        return "no Python frame (C code holding the GIL)"
     for frame in reversed(frames):
         for name, markers in _PROFILE_GROUPS:
             if any(m in frame for m in markers):
