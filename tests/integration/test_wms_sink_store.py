@@ -37,6 +37,19 @@ def _movement(seq: int) -> bytes:
     ).encode()
 
 
+async def _lock_and_publish(
+    db: Path, broker: Mosquitto, seqs: tuple[int, ...]
+) -> sqlite3.Connection:
+    """Lock the store as another consumer would (held until the caller commits), then publish."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    for seq in seqs:
+        await asyncio.to_thread(
+            publish, broker.port, "returns/milan-returns/dock-3/movements", _movement(seq)
+        )
+    return other
+
+
 async def test_a_locked_store_is_retried_and_nothing_is_skipped(
     tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,12 +60,7 @@ async def test_a_locked_store_is_retried_and_nothing_is_skipped(
     async def run() -> tuple[int, int]:
         async with WmsSink("127.0.0.1", broker.port, db, group="wms") as sink:
             await sink.wait_connected()
-            other = sqlite3.connect(db, isolation_level=None)
-            other.execute("BEGIN EXCLUSIVE")
-            for seq in (1, 2, 3):
-                await asyncio.to_thread(
-                    publish, broker.port, "returns/milan-returns/dock-3/movements", _movement(seq)
-                )
+            other = await _lock_and_publish(db, broker, (1, 2, 3))
             await asyncio.sleep(1.0)
             held = other.execute("SELECT count(*) FROM movements").fetchone()[0]
             other.execute("COMMIT")
@@ -158,12 +166,7 @@ async def test_acks_owed_when_the_link_dropped_during_the_commit_are_sent_after_
     acks.prime()  # a persistent session: acks sent while it is away wait for it
     async with WmsSink("127.0.0.1", broker.port, db, group="wms", client_id="wms-0") as sink:
         await sink.wait_connected()
-        other = sqlite3.connect(db, isolation_level=None)
-        other.execute("BEGIN EXCLUSIVE")
-        for seq in (1, 2, 3):
-            await asyncio.to_thread(
-                publish, broker.port, "returns/milan-returns/dock-3/movements", _movement(seq)
-            )
+        other = await _lock_and_publish(db, broker, (1, 2, 3))
         deadline = asyncio.get_running_loop().time() + 10
         while sink.stats.received < 3:
             assert asyncio.get_running_loop().time() < deadline, "never received"
