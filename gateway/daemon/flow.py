@@ -71,7 +71,8 @@ class PipelineFlow:
         self._lock = asyncio.Lock()
         expected.attach(pipeline, self._lock)
         self._cursor = cursor
-        self._journaled_id = max(cursor, journaled_id)  # the last journal row written
+        # The last journal row written; the cursor never passes it.
+        self._journaled_id = max(cursor, journaled_id)
         self._recent = RecentJournal(RECENT_EVENTS_MAX)
         self._checkpointed_cursor = cursor
         self._last_checkpoint_mono = 0.0
@@ -92,12 +93,11 @@ class PipelineFlow:
         `queued_events`: read by a reader, not journaled yet; `rows_behind`: journaled, not yet
         through the pipeline. Both stay near zero on a gateway that keeps up.
         """
-        journaled = max(self._journaled_id, self._cursor)
         return {
             "queued_events": self._queue.qsize(),
-            "journaled_id": journaled,
+            "journaled_id": self._journaled_id,
             "cursor": self._cursor,
-            "rows_behind": journaled - self._cursor,
+            "rows_behind": self._journaled_id - self._cursor,
         }
 
     async def ingest(self, event: RawEvent) -> None:

@@ -87,6 +87,8 @@ class Pipeline:
         expected: ExpectedReturns | None = None,
     ) -> None:
         self.plan = plan
+        # Only receiving stations consult the expected-returns registry.
+        self._receiving = frozenset(s for s, sp in plan.stations.items() if sp.kind == "receiving")
         self.counters: Counter[str] = Counter()
         self.expected = expected if expected is not None else ExpectedReturns()
         # Registry entries found in a snapshot of an older version (before the buffer kept them).
@@ -177,12 +179,11 @@ class Pipeline:
     def lookup_keys(self, events: Sequence[RawEvent]) -> set[LookupKey]:
         """Registry lookups that feeding `events` and the next `tick` may make (receipts only)."""
         keys: set[LookupKey] = set()
-        receiving = {sid for sid, sp in self.plan.stations.items() if sp.kind == "receiving"}
-        if not receiving:
+        if not self._receiving:
             return keys
         self._parsed.clear()
         for event in events:
-            if event.station not in receiving:
+            if event.station not in self._receiving:
                 continue
             if isinstance(event, TagRead):
                 keys.update(self._keys_of_epc(event.epc_hex))
@@ -198,13 +199,15 @@ class Pipeline:
         return keys
 
     def pending_lookup_keys(self) -> set[LookupKey]:
-        """Registry lookups that closing the visits still pending may make (receipts only)."""
+        """Registry lookups that closing the visits still pending may make (receipts only).
+
+        Notes the registry's generation: `lookup_keys` asks again only after the next `forget`.
+        """
         keys: set[LookupKey] = set()
         self._pending_keys_generation = self.expected.generation
-        for sid, station in self.plan.stations.items():
-            if station.kind == "receiving":
-                for epc_hex in self._trackers[sid].pending_epcs():
-                    keys.update(self._keys_of_epc(epc_hex))
+        for sid in self._receiving:
+            for epc_hex in self._trackers[sid].pending_epcs():
+                keys.update(self._keys_of_epc(epc_hex))
         return keys
 
     # -- state ---------------------------------------------------------------------------------
