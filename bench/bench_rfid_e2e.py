@@ -42,6 +42,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from daemon_harness import cpu_s, median  # noqa: E402
 
 from gateway.readers.llrp.scenario import Pass, Scenario, ScenarioTag, sgtin96_hex  # noqa: E402
 from gateway.readers.llrp.simulator import LlrpSimulator  # noqa: E402
@@ -146,12 +149,6 @@ class SimulatorThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=15)
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid`, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def thread_cpu_s(pid: int) -> dict[int, float]:
@@ -489,16 +486,12 @@ def _group(frames: list[str]) -> str:
     return "other"
 
 
-def _median(values: list[int]) -> int:
-    return sorted(values)[len(values) // 2]
-
-
 def _rows(r: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The run_all rows: reads per CPU-second against bare sllurp, and the keep-up run."""
     rounds, keep = r["rounds"], r["keep_up"]
     daemon = [x["reads_per_cpu_s"] for x in rounds["daemon"]]
     bare = [x["reads_per_cpu_s"] for x in rounds["sllurp"]]
-    value, baseline = _median(daemon), _median(bare)
+    value, baseline = round(median(daemon)), round(median(bare))
     last = rounds["daemon"][-1]
     samples = keep["samples"]
     backlog = [s["behind_reads"] + s["pipeline_rows_behind"] for s in samples]
