@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,11 +13,12 @@ from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.recent import RecentJournal
 from gateway.daemon.shared import LOG_COMPONENT, Shared
-from gateway.domain.events import RawEvent, TagRead
+from gateway.domain.events import InputHeard, RawEvent, TagRead
 from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan
 from gateway.errors import OutboxFull
 from gateway.logs import get_logger
+from gateway.readers.base import Ack
 
 _log = get_logger(LOG_COMPONENT)
 
@@ -28,6 +30,11 @@ PIPELINE_READ_ROWS = 2000
 # Journaled events kept for the pipeline to take without reading them back (about 2 MB at most).
 RECENT_EVENTS_MAX = 10_000
 CHECKPOINT_EVERY_S = 1.0
+# A reader whose input has not been heard for this long (a stuck thread, a reader that stopped
+# answering) no longer holds visits open: they close as if it had been heard, late but not never.
+HEARD_HOLD_MAX_S = 60.0
+
+_Queued = tuple[RawEvent | InputHeard, Ack | None]
 
 
 async def restore_pipeline(buffer: Buffer, plan: PipelinePlan) -> tuple[Pipeline, int]:
@@ -66,7 +73,7 @@ class PipelineFlow:
         self._render = render
         self._kpis = kpis
         self._on_committed = on_committed
-        self._queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         expected.attach(pipeline, self._lock)
@@ -80,6 +87,10 @@ class PipelineFlow:
         self._behind_checkpoint = False  # movements committed since the state was last saved
         self._state_dirty = False
         self._gaps_pending = True
+        # Heard marks waiting for the pipeline to reach the journal id they follow, and the
+        # latest mark the pipeline reached per reader: visits close only on time heard.
+        self._heard_pending: deque[tuple[int, InputHeard]] = deque()
+        self._heard: dict[str, float] = {}
         self.log_notices()
 
     @property
@@ -100,12 +111,21 @@ class PipelineFlow:
             "rows_behind": self._journaled_id - self._cursor,
         }
 
-    async def ingest(self, event: RawEvent) -> None:
-        """Queue one event from a reader for the journal (waits while the queue is full)."""
+    async def ingest(self, event: RawEvent | InputHeard, ack: Ack | None = None) -> None:
+        """Queue one item from a reader for the journal (waits while the queue is full).
+
+        `ack` is called once the journal has committed the event (or refused it into a gap).
+        """
         if isinstance(event, TagRead):
             # The console's live view: a few counters, no clock, no decoding.
             self._shared.tallies.tags_in_view.observe(event)
-        await self._queue.put(event)
+        await self._queue.put((event, ack))
+
+    def horizon_s(self, wall_s: float) -> float | None:
+        """Time up to which every reader that reports heard marks is heard, or None if none does."""
+        if not self._heard:
+            return None
+        return max(min(self._heard.values()), wall_s - HEARD_HOLD_MAX_S)
 
     async def journal_loop(self) -> None:
         """Append queued events to the journal in small batches, forever."""
@@ -155,7 +175,7 @@ class PipelineFlow:
 
     async def drain(self) -> None:
         """At shutdown: journal what is still queued, run the pipeline once more, checkpoint."""
-        leftovers: list[RawEvent] = []
+        leftovers: list[_Queued] = []
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
         if leftovers:
@@ -178,23 +198,48 @@ class PipelineFlow:
             )
             _log.info(notice.event, station=notice.station, **fields)
 
-    async def _append(self, batch: list[RawEvent]) -> None:
+    async def _append(self, batch: list[_Queued]) -> None:
         counters = self._shared.tallies.counters
-        try:
-            last_id = await self._buffer.append_raw(batch)
-            self._journaled_id = last_id
-            counters["raw_events_journaled"] += len(batch)
-            self._recent.add(last_id - len(batch) + 1, batch)
-        except OutboxFull as exc:
-            counters["raw_events_refused"] += len(batch)
-            self._gaps_pending = True
-            _log.warning(
-                "input_refused_buffer_full",
-                events=len(batch),
-                needed_bytes=exc.needed_bytes,
-                budget_bytes=exc.budget_bytes,
-            )
+        events = [item for item, _ in batch if not isinstance(item, InputHeard)]
+        before = self._journaled_id
+        if events:
+            try:
+                last_id = await self._buffer.append_raw(events)
+                self._journaled_id = last_id
+                before = last_id - len(events)
+                counters["raw_events_journaled"] += len(events)
+                self._recent.add(before + 1, events)
+            except OutboxFull as exc:
+                counters["raw_events_refused"] += len(events)
+                self._gaps_pending = True
+                _log.warning(
+                    "input_refused_buffer_full",
+                    events=len(events),
+                    needed_bytes=exc.needed_bytes,
+                    budget_bytes=exc.budget_bytes,
+                )
+                before = self._journaled_id
+                events = []
+        # A mark follows the events queued before it: it counts once the pipeline took those.
+        taken = 0
+        for item, ack in batch:
+            if isinstance(item, InputHeard):
+                self._heard_pending.append((min(before + taken, self._journaled_id), item))
+            else:
+                taken += 1 if events else 0
+            if ack is not None:
+                ack()  # journaled, or refused and recorded as a gap: the source may let go
         self._wakeup.set()
+
+    def _reach_heard(self) -> None:
+        """Apply the heard marks whose preceding events the pipeline has now taken."""
+        pending = self._heard_pending
+        while pending and pending[0][0] <= self._cursor:
+            mark = pending.popleft()[1]
+            if mark.at_s is None:
+                self._heard.pop(mark.reader, None)
+            else:
+                self._heard[mark.reader] = max(mark.at_s, self._heard.get(mark.reader, mark.at_s))
 
     async def _step_locked(self, *, read_journal: bool) -> None:
         monotonic = self._shared.monotonic
@@ -212,7 +257,9 @@ class PipelineFlow:
                 break
         if not read_journal:
             await self.expected.prefetch([])  # visits closing now may need what was dropped
-        movements.extend(self.pipeline.tick(monotonic(), self._shared.clock()))
+        self._reach_heard()
+        wall_s = self._shared.clock()
+        movements.extend(self.pipeline.tick(monotonic(), wall_s, self.horizon_s(wall_s)))
         gaps: list[Gap] = []
         if self._gaps_pending:
             gaps = await self._buffer.unreported_gaps()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-from gateway.domain.events import RawEvent
+from gateway.domain.events import InputHeard, RawEvent
 
 ReaderState = Literal[
     "idle", "connecting", "connected", "inventorying", "silent", "rejected-config", "down", "done"
@@ -27,6 +27,26 @@ class ReaderHealth:
     last_event_at_s: float | None = None
     last_error: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WithAck:
+    """An event its source acknowledges (an MQTT PUBACK) only once the journal holds it.
+
+    `ack` is called on the loop after the journal's commit (or after the buffer refused the event
+    and recorded the gap); never before. It must not raise.
+    """
+
+    event: RawEvent
+    ack: Callable[[], None]
+
+
+ReaderItem = RawEvent | InputHeard | WithAck
+"""What `events()` yields: an event, an event to acknowledge once journaled, or a heard mark."""
+
+Ack = Callable[[], None]
+Sink = Callable[[RawEvent | InputHeard, Ack | None], Awaitable[None]]
+"""Where the supervisor hands items: waits while the journal's queue is full (backpressure)."""
 
 
 class ReaderDriver(Protocol):
@@ -55,6 +75,6 @@ class ReaderDriver(Protocol):
         """Disconnect, releasing every thread, socket and file within a few seconds."""
         ...
 
-    def events(self) -> AsyncIterator[RawEvent]:
+    def events(self) -> AsyncIterator[ReaderItem]:
         """Yield events until the input ends (replay) or fails (raises ReaderUnavailable)."""
         ...

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.domain.events import RawEvent
+from gateway.domain.events import InputHeard
 from gateway.errors import ReaderRejectedConfig, ReaderUnavailable
 from gateway.logs import get_logger
-from gateway.readers.base import ReaderDriver, ReaderHealth, ReaderState
+from gateway.readers.base import ReaderDriver, ReaderHealth, ReaderState, Sink, WithAck
 from gateway.runtime.backoff import Backoff
 
 _log = get_logger("supervisor")
@@ -76,7 +76,7 @@ class ReaderSlot:
 async def supervise_reader(
     make_driver: Callable[[], ReaderDriver],
     slot: ReaderSlot,
-    sink: Callable[[RawEvent], Awaitable[None]],
+    sink: Sink,
     backoff: Backoff,
 ) -> None:
     """Run a reader until its input ends; reconnect after failures; never kill the daemon.
@@ -89,6 +89,8 @@ async def supervise_reader(
     attempt = 0
     while True:
         outcome, connected = await _session(make_driver, slot, sink, attempt)
+        # After its last read: the ended session holds no visit open any more.
+        await sink(InputHeard(slot.reader, None), None)
         if connected:
             attempt = 0
         if outcome == "done":
@@ -106,7 +108,7 @@ async def supervise_reader(
 async def _session(
     make_driver: Callable[[], ReaderDriver],
     slot: ReaderSlot,
-    sink: Callable[[RawEvent], Awaitable[None]],
+    sink: Sink,
     attempt: int,
 ) -> tuple[str, bool]:
     """One connection: ("done" | "restart" | "rejected" | "failed", whether it connected)."""
@@ -163,14 +165,15 @@ async def _session(
     return "done", connected
 
 
-async def _consume_until_restart(
-    driver: ReaderDriver, slot: ReaderSlot, sink: Callable[[RawEvent], Awaitable[None]]
-) -> bool:
+async def _consume_until_restart(driver: ReaderDriver, slot: ReaderSlot, sink: Sink) -> bool:
     """Pass events to the sink until the input ends (False) or a restart is requested (True)."""
 
     async def consume() -> None:
-        async for event in driver.events():
-            await sink(event)
+        async for item in driver.events():
+            if isinstance(item, WithAck):
+                await sink(item.event, item.ack)
+            else:
+                await sink(item, None)
 
     consumer = asyncio.create_task(consume(), name=f"reader-events:{slot.reader}")
     restart = asyncio.create_task(
