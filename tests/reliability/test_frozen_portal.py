@@ -1,0 +1,251 @@
+"""Pallets cross a portal while the daemon is frozen or starved: the same receipts, no read lost.
+
+The reader is llrpkit's LLRP emulator (written by others, one tag per RO_ACCESS_REPORT, stamped
+with the reader's own clock), on its own loop in this process; the daemon is `gateway run` in a
+subprocess, so SIGSTOP or a CPU hog stops only the daemon while the reader keeps reading and its
+reports wait in the socket. A daemon that closed visits on the wall clock found each pallet's
+visits over when it woke (1 receipt from 30 items); visits must close only on time heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+from llrpkit.emulator.core import EmulatedTag, LLRPEmulator
+from llrpkit.protocol import enums, messages
+
+from gateway.readers.llrp.scenario import sgtin96_hex
+from tests.support.broker import Mosquitto
+from tests.support.daemon import DaemonProcess, buffer_stats, write_config
+from tests.support.own_loop import run_on_own_loop
+from tests.support.portal import portal_profile
+from tests.support.wms import Collector
+
+pytestmark = pytest.mark.slow
+
+BASE = "returns/milan-returns/dock-3"
+ABSENT_S = 2.0
+FREEZE_S = 2 * ABSENT_S
+PALLETS = 3
+ITEMS = 10
+OUTSIDE_S = 1.5  # each pallet is seen by the outside antennas, then by the inside ones
+INSIDE_S = 1.5
+FIRST_PALLET_S = 3.0
+PALLET_EVERY_S = 9.0
+IN_DOORWAY_S = 0.7  # the freeze starts this long after the pallet entered the field
+
+
+class CountingEmulator(LLRPEmulator):
+    """llrpkit's emulator, counting the tag reads it sends.
+
+    Three departures of llrpkit 0.3.0 from LLRP 1.0.1 that stop sllurp are mended here, as a
+    reader behaves: ENABLE_EVENTS_AND_REPORTS has no response (llrpkit answers an ERROR_MESSAGE,
+    which sllurp takes for the answer to its SET_READER_CONFIG); DELETE_ROSPEC with ROSpecID 0
+    deletes every ROSpec (llrpkit refuses "no ROSpec 0"); and a ROSpec whose start trigger is
+    Immediate becomes active once enabled (llrpkit waits for a START_ROSPEC sllurp never sends).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reads_sent = 0
+
+    async def _handle_message(self, msg: Any) -> None:
+        if isinstance(msg, messages.ENABLE_EVENTS_AND_REPORTS):
+            return
+        if isinstance(msg, messages.DELETE_ROSPEC) and msg.ro_spec_id == 0:
+            self._rospecs.clear()
+            self._sync_reporting()
+            ok = messages.DELETE_ROSPEC_RESPONSE(llrp_status=self._status_ok())
+            await self._send(ok, message_id=msg.message_id)
+            return
+        await super()._handle_message(msg)
+        if isinstance(msg, messages.ENABLE_ROSPEC):
+            entry = self._rospecs.get(msg.ro_spec_id)
+            if entry is not None and entry[1] == "Enabled":
+                trigger = entry[0].ro_boundary_spec.ro_spec_start_trigger
+                if trigger.ro_spec_start_trigger_type == enums.ROSpecStartTriggerType.Immediate:
+                    self._rospecs[msg.ro_spec_id] = (entry[0], "Active")
+                    self._sync_reporting()
+
+    async def _send(self, msg: Any, *, message_id: int = 0) -> None:
+        await super()._send(msg, message_id=message_id)
+        if isinstance(msg, messages.RO_ACCESS_REPORT):
+            self.reads_sent += len(msg.tag_report_datas)
+
+
+class Door:
+    """The emulator on its own loop in a thread; pallets move through its field on cue."""
+
+    def __init__(self) -> None:
+        self.emulator = CountingEmulator(tags=[], reads_per_sec=400.0, seed=7)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: run_on_own_loop(self._serve()))
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.emulator:
+            self._ready.set()
+            await self._stop.wait()
+
+    def show(self, tags: list[EmulatedTag]) -> None:
+        """Put exactly these tags in the field now (the emulator reads its list each read)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(setattr, self.emulator, "tags", tags)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        assert self._ready.wait(10), "emulator did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+
+
+def _pallet_epcs(pallet: int) -> list[str]:
+    return [sgtin96_hex("0614141", "812345", 1000 * (pallet + 1) + i) for i in range(ITEMS)]
+
+
+def _field(epcs: list[str], antennas: tuple[int, ...]) -> list[EmulatedTag]:
+    return [EmulatedTag(bytes.fromhex(epc), antennas, -50.0) for epc in epcs]
+
+
+def _config(tmp_path: Path, broker: Mosquitto, port: int) -> Path:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    # One tag per report (N = 1), as llrpkit's emulator sends and many integrations ask.
+    (profiles / "door.toml").write_text(
+        portal_profile("door", tag_population=16, report_every_n_tags=1, keepalive_s=1.0)
+    )
+    return write_config(
+        tmp_path / "gateway.toml",
+        broker_port=broker.port,
+        state_dir=tmp_path / "state",
+        stations=[{"id": "door-3", "kind": "receiving", "absent_s": ABSENT_S}],
+        readers=[
+            {
+                "kind": "llrp",
+                "id": "door-3-portal",
+                "host": "127.0.0.1",
+                "port": port,
+                "station": "door-3",
+                "profile": "door",
+                "zones": {"outside": [1, 2], "inside": [3, 4]},
+            },
+        ],
+        extra=f'[profiles]\ndir = "{profiles}"\n',
+    )
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        pass
+
+
+@contextlib.contextmanager
+def _starved(pid: int) -> Iterator[None]:
+    """Every thread of `pid` on CPU 0 under SCHED_IDLE, beside two busy processes there."""
+    tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    before = {tid: os.sched_getaffinity(tid) for tid in tids}
+    stop = multiprocessing.Event()
+    hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+        assert hog.pid is not None
+        os.sched_setaffinity(hog.pid, {0})
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, {0})
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    try:
+        yield
+    finally:
+        for tid, cpus in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                os.sched_setaffinity(tid, cpus)
+        stop.set()
+        for hog in hogs:
+            hog.join(5)
+
+
+@contextlib.contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _receipts(collector: Collector) -> list[dict[str, Any]]:
+    return [m for m in (r.json() for r in collector.received()) if m["type"] == "receipt"]
+
+
+@pytest.mark.parametrize("trouble", ["none", "sigstop", "cpu-hog"])
+def test_pallets_in_the_doorway_survive_a_frozen_daemon(
+    tmp_path: Path, broker: Mosquitto, trouble: str
+) -> None:
+    with (
+        Door() as door,
+        Collector(broker.port, [f"{BASE}/movements"]) as collector,
+    ):
+        config = _config(tmp_path, broker, door.emulator.port)
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("reader_inventorying", 30)
+            assert daemon.proc is not None
+            start = time.monotonic()
+            for pallet in range(PALLETS):
+                t0 = FIRST_PALLET_S + pallet * PALLET_EVERY_S
+                epcs = _pallet_epcs(pallet)
+                _sleep_until(start + t0)
+                door.show(_field(epcs, (1, 2)))
+                _sleep_until(start + t0 + IN_DOORWAY_S)
+                hold: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+                if trouble == "sigstop":
+                    hold = _frozen(daemon.proc.pid)
+                elif trouble == "cpu-hog":
+                    hold = _starved(daemon.proc.pid)
+                with hold:
+                    _sleep_until(start + t0 + OUTSIDE_S)
+                    door.show(_field(epcs, (3, 4)))
+                    _sleep_until(start + t0 + OUTSIDE_S + INSIDE_S)
+                    door.show([])
+                    _sleep_until(start + t0 + IN_DOORWAY_S + FREEZE_S)
+            collector.wait_for(
+                lambda c: len(_receipts(c)) >= PALLETS * ITEMS, 30, f"{PALLETS * ITEMS} receipts"
+            )
+            # Any late, wrong movement (a second receipt, a split visit) would come by now.
+            time.sleep(ABSENT_S + 1.0)
+            receipts = _receipts(collector)
+            movements = [r.json() for r in collector.received()]
+            assert daemon.alive()
+            events = daemon.log_events()
+        sent = door.emulator.reads_sent
+    journaled = buffer_stats(config)["journal_last_id"]
+    wanted = {epc for pallet in range(PALLETS) for epc in _pallet_epcs(pallet)}
+    got = [r["item"]["epc"].rsplit(".", 1)[-1] for r in receipts]
+    assert len(receipts) == PALLETS * ITEMS, (len(receipts), [m["type"] for m in movements])
+    assert len(set(got)) == PALLETS * ITEMS, "one receipt per item"
+    assert {int(epc[-10:], 16) & ((1 << 38) - 1) for epc in wanted} == {int(s) for s in got}
+    assert all(r["direction"] == "in" for r in receipts)
+    assert not [e for e in events if e.get("event") in ("reads_dropped", "reader_silent")]
+    assert journaled == sent, f"the reader sent {sent} reads, the journal holds {journaled}"
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
