@@ -269,3 +269,33 @@ def test_smoothing_settings_come_from_the_station() -> None:
         gs1=BIIP_GS1,
     )
     assert run(Pipeline(plan), _tags(SGTIN, [1, 2, 3, 4], T0)) == [], "all reads below the floor"
+
+
+def test_rfid_visit_stays_open_until_its_reads_are_heard() -> None:
+    """A frozen daemon: the wall clock ran on, but the inside reads still wait in the socket."""
+    pipeline = Pipeline(PLAN)
+    outside = _tags(SGTIN, [1, 2], T0)  # 0.8 s of reads, last at T0 + 0.78
+    inside = _tags(SGTIN, [3, 4], T0 + 0.8)
+    for read in outside:
+        assert pipeline.feed(read, read.at_s) == []
+    # Woken 6 s later: everything up to T0 + 0.79 was heard, the rest is still on its way.
+    woke_s = T0 + 6.8
+    assert pipeline.tick(woke_s, woke_s, horizon_s=T0 + 0.79) == []
+    for read in inside:
+        assert pipeline.feed(read, woke_s) == []
+    assert pipeline.tick(woke_s, woke_s, horizon_s=T0 + 1.6) == []  # absent_s not yet over
+    movements = pipeline.tick(woke_s + 0.1, woke_s + 0.1, horizon_s=woke_s)
+    assert [(m.type, m.direction, m.evidence.reads) for m in movements] == [("receipt", "in", 80)]
+
+
+def test_rfid_visit_split_by_the_wall_clock_without_a_horizon() -> None:
+    """The same freeze without a horizon: the visit is judged on its outside reads alone."""
+    pipeline = Pipeline(PLAN)
+    for read in _tags(SGTIN, [1, 2], T0):
+        pipeline.feed(read, read.at_s)
+    woke_s = T0 + 6.8
+    early = pipeline.tick(woke_s, woke_s)
+    for read in _tags(SGTIN, [3, 4], T0 + 0.8):
+        pipeline.feed(read, woke_s)
+    late = pipeline.tick(woke_s + 10, woke_s + 10)
+    assert [m for m in early + late if m.type == "receipt" and m.evidence.reads == 80] == []
