@@ -30,8 +30,8 @@ PIPELINE_READ_ROWS = 2000
 # Journaled events kept for the pipeline to take without reading them back (about 2 MB at most).
 RECENT_EVENTS_MAX = 10_000
 CHECKPOINT_EVERY_S = 1.0
-# A reader whose input has not been heard for this long (a stuck thread, a reader that stopped
-# answering) no longer holds visits open: they close as if it had been heard, late but not never.
+# A reader whose input has not been heard for this long (a stuck thread) no longer holds visits
+# open: they close as if it had been heard, late but never not at all.
 HEARD_HOLD_MAX_S = 60.0
 
 _Queued = tuple[RawEvent | InputHeard, Ack | None]
@@ -121,11 +121,14 @@ class PipelineFlow:
             self._shared.tallies.tags_in_view.observe(event)
         await self._queue.put((event, ack))
 
-    def horizon_s(self, wall_s: float) -> float | None:
-        """Time up to which every reader that reports heard marks is heard, or None if none does."""
+    def heard_mono_s(self, mono_s: float) -> float | None:
+        """Monotonic time up to which every reader sending heard marks is heard; None if none is.
+
+        A reader not heard for HEARD_HOLD_MAX_S holds nothing back beyond that.
+        """
         if not self._heard:
             return None
-        return max(min(self._heard.values()), wall_s - HEARD_HOLD_MAX_S)
+        return max(min(self._heard.values()), mono_s - HEARD_HOLD_MAX_S)
 
     async def journal_loop(self) -> None:
         """Append queued events to the journal in small batches, forever."""
@@ -236,10 +239,10 @@ class PipelineFlow:
         pending = self._heard_pending
         while pending and pending[0][0] <= self._cursor:
             mark = pending.popleft()[1]
-            if mark.at_s is None:
+            if mark.mono_s is None:
                 self._heard.pop(mark.reader, None)
             else:
-                self._heard[mark.reader] = max(mark.at_s, self._heard.get(mark.reader, mark.at_s))
+                self._heard[mark.reader] = mark.mono_s
 
     async def _step_locked(self, *, read_journal: bool) -> None:
         monotonic = self._shared.monotonic
@@ -258,8 +261,9 @@ class PipelineFlow:
         if not read_journal:
             await self.expected.prefetch([])  # visits closing now may need what was dropped
         self._reach_heard()
-        wall_s = self._shared.clock()
-        movements.extend(self.pipeline.tick(monotonic(), wall_s, self.horizon_s(wall_s)))
+        mono_s = monotonic()
+        heard_s = self.heard_mono_s(mono_s)
+        movements.extend(self.pipeline.tick(mono_s, self._shared.clock(), heard_s))
         gaps: list[Gap] = []
         if self._gaps_pending:
             gaps = await self._buffer.unreported_gaps()

@@ -51,12 +51,12 @@ RawEvent = TagRead | BarcodeScan
 
 @dataclass(frozen=True, slots=True)
 class InputHeard:
-    """A reader's input was found drained at `at_s` (gateway clock): every read it sent before is
-    in hand. `at_s` None: the reader's session ended, it holds nothing back any more.
+    """A reader's input was found drained at `mono_s` (the daemon's monotonic clock): every read
+    it sent before then is in hand. `mono_s` None: the session ended, it holds nothing back.
 
     Not journaled: it travels in order with the reads, so the pipeline closes visits only on time
     it has heard, and a starved or frozen daemon makes the same visits as a fast one.
     """
 
     reader: str
-    at_s: float | None
+    mono_s: float | None

@@ -134,17 +134,21 @@ class Pipeline:
         return self._scan(station, event)
 
     def tick(
-        self, mono_s: float, wall_s: float | None = None, horizon_s: float | None = None
+        self, mono_s: float, wall_s: float | None = None, heard_mono_s: float | None = None
     ) -> list[Movement]:
         """Close visits that ended by now and turn them into movements.
 
         With `wall_s` and live input (event time within LIVE_WINDOW_S of it), visits close on
         the wall clock, so the reader's reporting delay does not hold them back; a replay of old
         events or a jumped clock falls back to event time projected by the monotonic clock.
-        `horizon_s` caps that time: the time up to which the readers' input has been heard.
-        Reads still waiting in a socket or a queue (a starved, frozen or stalled daemon) then keep
-        their visits open instead of finding them closed.
+        `heard_mono_s` holds both clocks back to the monotonic time up to which the readers'
+        input has been heard: reads still waiting in a socket or a queue (a starved, frozen or
+        stalled daemon) keep their visits open instead of finding them closed.
         """
+        if heard_mono_s is not None and heard_mono_s < mono_s:
+            if wall_s is not None:
+                wall_s -= mono_s - heard_mono_s
+            mono_s = heard_mono_s
         if self._anchor is None and self._last_event_s is not None:
             # Restored from a snapshot: event time goes on from the last event it had seen.
             self._anchor = (self._last_event_s, mono_s)
@@ -153,8 +157,6 @@ class Pipeline:
             return []
         if wall_s is not None and abs(wall_s - now_s) <= LIVE_WINDOW_S:
             now_s = max(now_s, wall_s)
-        if horizon_s is not None:
-            now_s = min(now_s, horizon_s)
         movements: list[Movement] = []
         for station_id, tracker in self._trackers.items():
             for visit in tracker.expire(now_s):

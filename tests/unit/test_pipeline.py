@@ -272,7 +272,7 @@ def test_smoothing_settings_come_from_the_station() -> None:
 
 
 def test_rfid_visit_stays_open_until_its_reads_are_heard() -> None:
-    """A frozen daemon: the wall clock ran on, but the inside reads still wait in the socket."""
+    """A frozen daemon: the clocks ran on 6 s, but the inside reads still wait in the socket."""
     pipeline = Pipeline(PLAN)
     outside = _tags(SGTIN, [1, 2], T0)  # 0.8 s of reads, last at T0 + 0.78
     inside = _tags(SGTIN, [3, 4], T0 + 0.8)
@@ -280,16 +280,16 @@ def test_rfid_visit_stays_open_until_its_reads_are_heard() -> None:
         assert pipeline.feed(read, read.at_s) == []
     # Woken 6 s later: everything up to T0 + 0.79 was heard, the rest is still on its way.
     woke_s = T0 + 6.8
-    assert pipeline.tick(woke_s, woke_s, horizon_s=T0 + 0.79) == []
+    assert pipeline.tick(woke_s, woke_s, heard_mono_s=T0 + 0.79) == []
     for read in inside:
         assert pipeline.feed(read, woke_s) == []
-    assert pipeline.tick(woke_s, woke_s, horizon_s=T0 + 1.6) == []  # absent_s not yet over
-    movements = pipeline.tick(woke_s + 0.1, woke_s + 0.1, horizon_s=woke_s)
+    # The backlog is read and the socket found empty: the whole passage is judged at once.
+    movements = pipeline.tick(woke_s + 0.1, woke_s + 0.1, heard_mono_s=woke_s)
     assert [(m.type, m.direction, m.evidence.reads) for m in movements] == [("receipt", "in", 80)]
 
 
-def test_rfid_visit_split_by_the_wall_clock_without_a_horizon() -> None:
-    """The same freeze without a horizon: the visit is judged on its outside reads alone."""
+def test_rfid_visit_split_by_the_clock_without_heard_time() -> None:
+    """The same freeze without heard time: the visit is judged on its outside reads alone."""
     pipeline = Pipeline(PLAN)
     for read in _tags(SGTIN, [1, 2], T0):
         pipeline.feed(read, read.at_s)
