@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +148,10 @@ async def run_on_connection(
         code = primary_code(exc)
         if is_transient(code):
             raise BufferStalled(str(path), str(exc), code) from exc
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            # Damage met while running: the next open checks every page, however large the file.
+            with suppress(OSError):  # a reader without write access, a full disk: still fails
+                _verify_marker(path).write_text(f"{exc}\n")
         raise BufferUnavailable(str(path), str(exc), code) from exc
     except ValueError as exc:
         if str(exc) == "Connection closed":

@@ -24,6 +24,7 @@ from gateway.errors import BufferStalled, BufferUnavailable
 from tests.unit.test_buffer import BIG, assert_counters_match_rows, movement, render, tag
 
 HOLD_S = 2.0
+SQLITE_FULL = 13
 
 
 @contextmanager
@@ -226,6 +227,8 @@ async def test_a_fault_that_will_not_pass_raises_at_once(
         assert (failed.value.code, failed.value.reason) == (code, text)
         assert fn.calls["n"] == 1  # type: ignore[attr-defined]
         assert not any(e["event"] == "buffer_stalled" for e in logs)
+        marker = buffer.path.with_name(buffer.path.name + files.VERIFY_FAILED_SUFFIX)
+        assert marker.exists() == (code != SQLITE_FULL)  # damage: the next open checks it all
     finally:
         await buffer.close()
 
