@@ -95,6 +95,8 @@ class StallWatch:
         self._stalls = 0
         self._retries = 0
         self._stall_retries = 0
+        # Calls waiting on the file now: the stall lasts while there is one.
+        self._waiting = 0
         # Told when a stall starts or ends (the forwarder republishes its retained status).
         self.on_change: Callable[[], None] | None = None
 
@@ -115,51 +117,63 @@ class StallWatch:
         """`await attempt()` until it does not raise `BufferStalled` (a disk error: for a while).
 
         `attempt` must run one whole transaction that a failure rolls back, so that running it
-        again does what one successful run would have done.
+        again does what one successful run would have done. The file counts as stalled from the
+        start of the first try that failed until no call is waiting any more: reads that WAL
+        lets through meanwhile do not end it.
         """
         tries = 0
         ioerr_since: float | None = None
-        while True:
-            try:
-                result = await attempt()
-            except BufferStalled as exc:
-                now = self._monotonic()
-                if exc.code == SQLITE_IOERR:
-                    ioerr_since = now if ioerr_since is None else ioerr_since
-                    if now - ioerr_since >= IOERR_WAIT_MAX_S:
-                        raise BufferUnavailable(
-                            exc.path,
-                            f"disk I/O errors for {now - ioerr_since:.0f}s: {exc.reason}",
-                            exc.code,
-                        ) from exc
-                delay_s = retry_delay_s(tries, _RNG.random())
-                self._failed(exc, tries, delay_s)
-                tries += 1
-                await asyncio.sleep(delay_s)
-                continue
-            if self._since_s is not None:
-                self._ended()
-            return result
+        waiting = False
+        try:
+            while True:
+                began_s, began_mono = self._clock(), self._monotonic()
+                try:
+                    return await attempt()
+                except BufferStalled as exc:
+                    now = self._monotonic()
+                    if exc.code == SQLITE_IOERR:
+                        ioerr_since = began_mono if ioerr_since is None else ioerr_since
+                        if now - ioerr_since >= IOERR_WAIT_MAX_S:
+                            raise BufferUnavailable(
+                                exc.path,
+                                f"disk I/O errors for {now - ioerr_since:.0f}s: {exc.reason}",
+                                exc.code,
+                            ) from exc
+                    if not waiting:
+                        waiting = True
+                        self._waiting += 1
+                        if self._since_s is None:
+                            self._started(exc, began_s, began_mono)
+                    self._reason = exc.reason
+                    self._retries += 1
+                    self._stall_retries += 1
+                    delay_s = retry_delay_s(tries, _RNG.random())
+                    tries += 1
+                    _log.debug(
+                        "buffer_retry", reason=exc.reason, attempt=tries, delay_s=round(delay_s, 3)
+                    )
+                    await asyncio.sleep(delay_s)
+        finally:
+            if waiting:
+                self._waiting -= 1
+                if self._waiting == 0:
+                    self._ended()
 
-    def _failed(self, exc: BufferStalled, tries: int, delay_s: float) -> None:
-        self._retries += 1
-        if self._since_s is None:
-            self._since_s = self._clock()
-            self._since_mono = self._monotonic()
-            self._reason = exc.reason
-            self._stalls += 1
-            self._stall_retries = 0
-            _log.warning(
-                "buffer_stalled",
-                path=self._path,
-                reason=exc.reason,
-                code=exc.code,
-                advice="another program holds the buffer file or the disk is failing; "
-                "input waits, nothing is lost",
-            )
-            self._changed()
-        self._stall_retries += 1
-        _log.debug("buffer_retry", reason=exc.reason, attempt=tries + 1, delay_s=round(delay_s, 3))
+    def _started(self, exc: BufferStalled, began_s: float, began_mono: float) -> None:
+        self._since_s = began_s
+        self._since_mono = began_mono
+        self._reason = exc.reason
+        self._stalls += 1
+        self._stall_retries = 0
+        _log.warning(
+            "buffer_stalled",
+            path=self._path,
+            reason=exc.reason,
+            code=exc.code,
+            advice="another program holds the buffer file or the disk is failing; "
+            "input waits, nothing is lost",
+        )
+        self._changed()
 
     def _ended(self) -> None:
         duration_s = self._monotonic() - self._since_mono

@@ -80,6 +80,13 @@ def failing(times: int, exc: sqlite3.Error, then: Callable[..., Any]) -> Callabl
     return fn
 
 
+async def read_until(buffer: Buffer, *tasks: asyncio.Task[Any]) -> None:
+    """Read while `tasks` run: WAL lets reads through a held lock, and they do not end a stall."""
+    while not all(task.done() for task in tasks):
+        await buffer.read_raw(0, 1)
+        await asyncio.sleep(0.01)
+
+
 async def test_append_and_commit_wait_out_a_held_lock_and_write_once(tmp_path: Path) -> None:
     buffer = await Buffer.open(tmp_path / "b.sqlite3", max_bytes=BIG)
     seen: list[stall.StallState] = []
@@ -92,9 +99,11 @@ async def test_append_and_commit_wait_out_a_held_lock_and_write_once(tmp_path: P
                     [movement("m1"), movement("m2")], cursor=0, state=b"s", render=render
                 )
             )
+            reads = asyncio.create_task(read_until(buffer, append, commit))
             while not (append.done() and commit.done()):
                 seen.append(buffer.stall.state())
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
+            await reads
             waited_s = time.monotonic() - started
             last_id, seqs = await append, await commit
         assert waited_s >= HOLD_S * 0.8
@@ -117,6 +126,20 @@ async def test_append_and_commit_wait_out_a_held_lock_and_write_once(tmp_path: P
         assert ended["log_level"] == "info"
         assert ended["duration_s"] > 0
         assert next(e for e in logs if e["event"] == "buffer_stalled")["log_level"] == "warning"
+    finally:
+        await buffer.close()
+
+
+async def test_reads_between_retries_do_not_end_the_stall(tmp_path: Path) -> None:
+    buffer = await Buffer.open(tmp_path / "b.sqlite3", max_bytes=BIG)
+    try:
+        with capture_logs() as logs, held(buffer.path, hold_s=3.0):
+            append = asyncio.create_task(buffer.append_raw([tag(1)]))
+            await read_until(buffer, append)
+            assert await append == 1
+        stalls = [e["event"] for e in logs if e["event"].startswith("buffer_stal")]
+        assert stalls == ["buffer_stalled", "buffer_stall_ended"]
+        assert buffer.stall.state().stalls_total == 1
     finally:
         await buffer.close()
 
