@@ -14,6 +14,7 @@ EXCLUSIVE`): SQLite refuses it while the daemon has the file open, and nothing s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -23,10 +24,15 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+from structlog.testing import capture_logs
 
+from gateway.buffer.store import Buffer
+from gateway.buffer.transactions import Transactions
+from gateway.config import load_config
+from gateway.daemon import Daemon
 from tests.support.broker import Mosquitto, free_port
 from tests.support.daemon import DaemonProcess, http_get, wait_until, write_config
-from tests.support.scans import item_scan
+from tests.support.scans import item_scan, scan_events, write_jsonl
 from tests.support.wms import Collector
 
 pytestmark = pytest.mark.slow
@@ -219,3 +225,55 @@ def test_a_writer_holding_the_buffer_8s_stalls_300_scans_and_loses_none(
     assert seen["reason"] == "database is locked"
     assert seen["since"] is not None
     assert any(r.startswith("buffer-stalled since") for r in seen["reasons"])
+
+
+async def test_a_fault_that_will_not_pass_ends_the_run_with_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite will not report a full disk on demand: the journal's transaction says so after
+    # three batches went in. The daemon runs in-process so that the fault can be injected.
+    replay = write_jsonl(tmp_path / "events.jsonl", scan_events(200))
+    config_path = write_config(
+        tmp_path / "gateway.toml",
+        broker_port=free_port(),  # no broker: the buffer fails long before it would matter
+        state_dir=tmp_path / "state",
+        stations=[{"id": "door-3", "kind": "receiving"}],
+        readers=[
+            {
+                "kind": "replay",
+                "id": "replay-1",
+                "station": "door-3",
+                "file": str(replay),
+                "rate_per_s": 200,
+            }
+        ],
+    )
+    committed: list[int] = []
+    real_append = Transactions.append
+
+    def append(self: Transactions, events: list[Any]) -> Any:
+        if len(committed) >= 3:
+            exc = sqlite3.OperationalError("database or disk is full")
+            exc.sqlite_errorcode = 13
+            raise exc
+        outcome = real_append(self, events)
+        committed.append(len(events))
+        return outcome
+
+    monkeypatch.setattr(Transactions, "append", append)
+    daemon = Daemon(load_config(config_path), install_signals=False)
+    with capture_logs() as logs:
+        code = await asyncio.wait_for(daemon.run(), timeout=STEP_TIMEOUT_S)
+    assert code == 1
+    failed = [e for e in logs if e["event"] == "buffer_failed"]
+    assert len(failed) == 1
+    assert failed[0]["log_level"] == "error"
+    assert (failed[0]["code"], failed[0]["reason"]) == (13, "database or disk is full")
+    assert "free disk space" in failed[0]["advice"]
+    assert not any(e["event"] == "buffer_stalled" for e in logs)
+    monkeypatch.setattr(Transactions, "append", real_append)
+    buffer = await Buffer.open(tmp_path / "state" / "buffer.sqlite3", max_bytes=64 << 20)
+    try:
+        assert (await buffer.stats()).journal_rows == sum(committed)
+    finally:
+        await buffer.close()
