@@ -124,11 +124,12 @@ class StallWatch:
         tries = 0
         ioerr_since: float | None = None
         waiting = False
+        done = False
         try:
             while True:
                 began_s, began_mono = self._clock(), self._monotonic()
                 try:
-                    return await attempt()
+                    result = await attempt()
                 except BufferStalled as exc:
                     now = self._monotonic()
                     if exc.code == SQLITE_IOERR:
@@ -153,11 +154,14 @@ class StallWatch:
                         "buffer_retry", reason=exc.reason, attempt=tries, delay_s=round(delay_s, 3)
                     )
                     await asyncio.sleep(delay_s)
+                    continue
+                done = True
+                return result
         finally:
             if waiting:
                 self._waiting -= 1
                 if self._waiting == 0:
-                    self._ended()
+                    self._ended(gave_up=not done)
 
     def _started(self, exc: BufferStalled, began_s: float, began_mono: float) -> None:
         self._since_s = began_s
@@ -175,7 +179,8 @@ class StallWatch:
         )
         self._changed()
 
-    def _ended(self) -> None:
+    def _ended(self, *, gave_up: bool) -> None:
+        """No call waits any more: the last one got through, or (`gave_up`) was cancelled."""
         duration_s = self._monotonic() - self._since_mono
         self._ended_seconds += duration_s
         _log.info(
@@ -184,6 +189,7 @@ class StallWatch:
             duration_s=round(duration_s, 3),
             reason=self._reason,
             retries=self._stall_retries,
+            gave_up=gave_up,
         )
         self._since_s = None
         self._reason = None

@@ -30,6 +30,9 @@ from gateway.sync.topics import Topics
 _log = get_logger(LOG_COMPONENT)
 
 SHUTDOWN_BUDGET_S = 4.0
+# The drain at shutdown: ample for a full queue, and with the rest inside systemd's
+# TimeoutStopSec (10 s) even when the buffer is stalled and the drain has to give up.
+DRAIN_BUDGET_S = 5.0
 EXIT_OK = 0
 EXIT_FAILED = 1
 # SQLite's primary result codes that `buffer_failed` gives advice for.
@@ -270,9 +273,9 @@ class Daemon:
         deadline = self._shared.monotonic() + SHUTDOWN_BUDGET_S
         if running is not None:
             # A stalled buffer would hold the drain for as long as the stall lasts: what is not
-            # journaled by then was not acknowledged either, and its source sends it again.
+            # journaled by then was never acknowledged to its source either.
             with contextlib.suppress(GatewayError, TimeoutError):
-                async with asyncio.timeout(SHUTDOWN_BUDGET_S / 2):
+                async with asyncio.timeout(DRAIN_BUDGET_S):
                     await running.flow.drain()
                     await running.kpis.save(buffer)
             remaining = max(0.5, deadline - self._shared.monotonic())
