@@ -48,9 +48,12 @@ STEP_TIMEOUT_S = 30.0
 class Holder:
     """A second connection on the buffer file, on its own thread: lock, write, hold, commit."""
 
-    def __init__(self, path: Path, begin: str, *, exclusive_mode: bool = False) -> None:
+    def __init__(
+        self, path: Path, begin: str, *, exclusive_mode: bool = False, hold_s: float = HOLD_S
+    ) -> None:
         self.path = path
         self.begin = begin
+        self.hold_s = hold_s
         self.exclusive_mode = exclusive_mode
         self.taken_at: float | None = None
         self.released_at: float | None = None
@@ -63,7 +66,7 @@ class Holder:
 
     def join(self) -> None:
         """Wait until the lock is released (or was refused)."""
-        self._thread.join(timeout=HOLD_S + 30)
+        self._thread.join(timeout=self.hold_s + 30)
 
     def _hold(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=2.0)
@@ -77,7 +80,7 @@ class Holder:
                 self.refused = f"{exc} ({exc.sqlite_errorname})"
                 return
             self.taken_at = time.monotonic()
-            time.sleep(HOLD_S)
+            time.sleep(self.hold_s)
             conn.execute("COMMIT")
             self.released_at = time.monotonic()
         finally:
@@ -277,3 +280,32 @@ async def test_a_fault_that_will_not_pass_ends_the_run_with_one_line_and_exit_1(
         assert (await buffer.stats()).journal_rows == sum(committed)
     finally:
         await buffer.close()
+
+
+def test_sigterm_during_a_stall_stops_within_systemds_budget(tmp_path: Path) -> None:
+    scanner_port, health_port = free_port(), free_port()
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        config = _config(tmp_path, broker, scanner_port, health_port)
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("tcp_scanner_listening", timeout_s=STEP_TIMEOUT_S)
+            daemon.wait_for_log("broker_connected", timeout_s=STEP_TIMEOUT_S)
+            holder = Holder(tmp_path / "state" / "buffer.sqlite3", "BEGIN IMMEDIATE", hold_s=12.0)
+            errors: list[str] = []
+            sender = threading.Thread(
+                target=_send_scans, args=(scanner_port, errors), name="handheld"
+            )
+            holder.start()
+            sender.start()
+            daemon.wait_for_log("buffer_stalled", timeout_s=STEP_TIMEOUT_S)
+            started = time.monotonic()
+            code = daemon.terminate(timeout_s=10.0)
+            stopped_s = time.monotonic() - started
+            held_at_stop = holder.released_at is None
+            sender.join(timeout=STEP_TIMEOUT_S)
+            holder.join()
+    assert code == 0
+    assert stopped_s < 9.0, stopped_s  # systemd's TimeoutStopSec is 10 s
+    assert held_at_stop, "the lock was released before the daemon stopped: nothing tested"
+    events = [e["event"] for e in daemon.log_events()]
+    assert "gateway_stopped" in events
+    assert "buffer_failed" not in events
