@@ -170,7 +170,7 @@ def test_a_writer_holding_the_buffer_8s_stalls_300_scans_and_loses_none(
     scanner_port, health_port = free_port(), free_port()
     with Mosquitto(tmp_path / "mosquitto") as broker:
         config = _config(tmp_path, broker, scanner_port, health_port)
-        collector = Collector(broker.port, [f"{BASE}/movements"]).start()
+        collector = Collector(broker.port, [f"{BASE}/movements", f"{BASE}/status"]).start()
         try:
             with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
                 daemon.wait_for_log("tcp_scanner_listening", timeout_s=STEP_TIMEOUT_S)
@@ -228,6 +228,10 @@ def test_a_writer_holding_the_buffer_8s_stalls_300_scans_and_loses_none(
     assert seen["reason"] == "database is locked"
     assert seen["since"] is not None
     assert any(r.startswith("buffer-stalled since") for r in seen["reasons"])
+    statuses = [m.json() for m in collector.received("/status")]
+    said = [(s.get("buffer_stall") or {}).get("state") for s in statuses]
+    assert "buffer-stalled" in said, "the status topic never said buffer-stalled"
+    assert said[-1] == "ok" or statuses[-1]["state"] == "offline"
 
 
 async def test_a_fault_that_will_not_pass_ends_the_run_with_one_line_and_exit_1(

@@ -125,6 +125,7 @@ async def test_append_and_commit_wait_out_a_held_lock_and_write_once(tmp_path: P
         ended = next(e for e in logs if e["event"] == "buffer_stall_ended")
         assert ended["log_level"] == "info"
         assert ended["duration_s"] > 0
+        assert ended["gave_up"] is False
         assert next(e for e in logs if e["event"] == "buffer_stalled")["log_level"] == "warning"
     finally:
         await buffer.close()
