@@ -96,9 +96,10 @@ class Buffer:
 
         Run it in the background after open() on a large file. On damage it logs
         `buffer_corrupt_detected` and leaves a marker: the next open() checks the whole file and
-        moves it aside. The running daemon should then restart.
+        moves it aside. The running daemon should then restart. A stalled file is waited out.
         """
-        return await files.verify(self._file.path)
+        path = self._file.path
+        return await self.stall.run(lambda: files.verify(path))
 
     async def close(self) -> None:
         """Close the connection (checkpointing the WAL); safe to call twice."""

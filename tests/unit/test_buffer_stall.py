@@ -303,3 +303,18 @@ def test_transient_codes_are_told_by_code_not_text() -> None:
     assert stall.is_transient(stall.primary_code(sqlite_error(10 | (13 << 8), "x")))
     assert not stall.is_transient(stall.primary_code(sqlite_error(13, "database is locked")))
     assert not stall.is_transient(stall.primary_code(sqlite3.OperationalError("locked")))
+
+
+async def test_the_background_check_waits_out_a_stall_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to end the run: its error went up to the task group like any other.
+    buffer = await Buffer.open(tmp_path / "b.sqlite3", max_bytes=BIG)
+    check = failing(2, sqlite_error(stall.SQLITE_BUSY, "database is locked"), lambda *_: None)
+    monkeypatch.setattr(files, "_integrity_check", check)
+    try:
+        assert await buffer.verify() is None
+        assert check.calls["n"] == 3  # type: ignore[attr-defined]
+        assert buffer.stall.state().stalls_total == 1
+    finally:
+        await buffer.close()
