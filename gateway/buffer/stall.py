@@ -40,7 +40,6 @@ IOERR_WAIT_MAX_S = 60.0
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 1.0
 RETRY_JITTER = 0.2
-STALLED = "buffer-stalled"
 _T = TypeVar("_T")
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
