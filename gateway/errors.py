@@ -73,12 +73,20 @@ class OutboxFull(GatewayError):
 
 
 class BufferUnavailable(GatewayError):
-    """The buffer file cannot be used (missing for a read-only open, SQLite I/O or lock error)."""
+    """The buffer file cannot be used and waiting will not help (corrupt, full, closed, missing).
 
-    def __init__(self, path: str, reason: str) -> None:
+    `code` is SQLite's primary result code when SQLite said so, else None.
+    """
+
+    def __init__(self, path: str, reason: str, code: int | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.code = code
+
+
+class BufferStalled(BufferUnavailable):
+    """The buffer file is held by another connection or the disk erred; the buffer tries again."""
 
 
 class BufferCorrupt(GatewayError):

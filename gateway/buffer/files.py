@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +22,17 @@ import aiosqlite
 
 from gateway.buffer.rows import SELECT_COUNTERS
 from gateway.buffer.schema import migrate, require_latest
-from gateway.errors import BufferUnavailable
+from gateway.buffer.stall import is_transient, primary_code
+from gateway.errors import BufferStalled, BufferUnavailable
 from gateway.logs import get_logger
 
 _log = get_logger("buffer")
 
 BUSY_TIMEOUT_MS = 5000
+# Once open, the writer's own wait for a held lock is short: a stall shows in health within a
+# second, and between its retries (`stall.py`) the connection thread serves the reads that WAL
+# lets through (the forwarder keeps publishing what was committed).
+RUNNING_BUSY_TIMEOUT_MS = 1000
 CACHE_KIB = 4096
 WAL_SIZE_LIMIT_B = 64 * 1024 * 1024
 # `quick_check` verifies every page and record but not that indexes match their tables;
@@ -130,13 +135,24 @@ async def verify(path: Path) -> str | None:
 async def run_on_connection(
     db: aiosqlite.Connection, path: Path, fn: Callable[..., _T], *args: Any
 ) -> _T:
-    """Run `fn(*args)` on the connection's thread; wrap SQLite errors once."""
+    """Run `fn(*args)` on the connection's thread; wrap SQLite errors once.
+
+    `BufferStalled` when SQLite's answer may pass (a held lock, a disk error), else
+    `BufferUnavailable`.
+    """
     try:
         # aiosqlite's own queue runs the whole function on its connection thread; its public
         # methods take one statement at a time, which would let transactions interleave.
         result = await db._execute(fn, *args)  # type: ignore[no-untyped-call]  # noqa: SLF001 - see comment above
     except sqlite3.Error as exc:
-        raise BufferUnavailable(str(path), str(exc)) from exc
+        code = primary_code(exc)
+        if is_transient(code):
+            raise BufferStalled(str(path), str(exc), code) from exc
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            # Damage met while running: the next open checks every page, however large the file.
+            with suppress(OSError):  # a reader without write access, a full disk: still fails
+                _verify_marker(path).write_text(f"{exc}\n")
+        raise BufferUnavailable(str(path), str(exc), code) from exc
     except ValueError as exc:
         if str(exc) == "Connection closed":
             raise BufferUnavailable(str(path), "closed") from exc
@@ -207,6 +223,7 @@ def _prepare_writer(conn: sqlite3.Connection, where: str, synchronous: str, max_
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal_limit_b // 4096)}")
         migrate(conn, where)
         conn.execute(SELECT_COUNTERS).fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {RUNNING_BUSY_TIMEOUT_MS}")
 
 
 def _prepare_reader(conn: sqlite3.Connection, where: str) -> None:

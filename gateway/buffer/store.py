@@ -5,6 +5,10 @@ whole function of `Transactions` on that thread (one transaction), so no two ope
 interleave, a cancelled caller cannot leave a transaction half done, and the event loop never
 waits on SQLite.
 
+Stalls. While another connection holds the file or the disk errs for a moment, every method
+waits and runs its transaction again (`stall.py`; `stall.state()` for health); it raises
+`BufferUnavailable` only for a fault that will not pass (corrupt, full, closed).
+
 The rest lives beside it: `files` opens, checks and moves aside the file, `schema` runs the
 numbered migrations, `rows` holds the SQL and the row encoding (and the byte budget of a row),
 `transactions` the bodies that run on the connection thread (and eviction).
@@ -26,6 +30,7 @@ from gateway.buffer.rows import (
     Gap,
     OutboxRow,
 )
+from gateway.buffer.stall import StallState, StallWatch
 from gateway.buffer.transactions import Transactions
 from gateway.domain.events import RawEvent
 from gateway.domain.movements import Movement
@@ -38,6 +43,7 @@ __all__ = [
     "BufferStats",
     "Gap",
     "OutboxRow",
+    "StallState",
 ]
 
 EXPORT_CHUNK_ROWS = 1000
@@ -61,6 +67,8 @@ class Buffer:
         self._closed = False
         self._tx = Transactions(opened.raw, opened.path, max_bytes=max_bytes, clock=clock)
         self.corrupt_moved_to = opened.corrupt_moved_to
+        # Whether the file is stalled now, since when and why; retries every call while it is.
+        self.stall = StallWatch(str(opened.path), clock=clock)
 
     # -- opening and closing -------------------------------------------------------------------
 
@@ -88,9 +96,10 @@ class Buffer:
 
         Run it in the background after open() on a large file. On damage it logs
         `buffer_corrupt_detected` and leaves a marker: the next open() checks the whole file and
-        moves it aside. The running daemon should then restart.
+        moves it aside. The running daemon should then restart. A stalled file is waited out.
         """
-        return await files.verify(self._file.path)
+        path = self._file.path
+        return await self.stall.run(lambda: files.verify(path))
 
     async def close(self) -> None:
         """Close the connection (checkpointing the WAL); safe to call twice."""
@@ -254,6 +263,9 @@ class Buffer:
             raise BufferUnavailable(str(self._file.path), "opened read-only")
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if self._closed:
-            raise BufferUnavailable(str(self._file.path), "closed")
-        return await files.run_on_connection(self._file.db, self._file.path, fn, *args)
+        async def attempt() -> _T:
+            if self._closed:
+                raise BufferUnavailable(str(self._file.path), "closed")
+            return await files.run_on_connection(self._file.db, self._file.path, fn, *args)
+
+        return await self.stall.run(attempt)

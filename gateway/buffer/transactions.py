@@ -10,6 +10,10 @@ are deleted oldest first, then delivered movements oldest first, each time to a 
 the budget so that eviction does not run on every batch. Undelivered movements are never
 deleted. If there is still no room the batch is refused: a gap is recorded and `OutboxFull`
 returned for the caller to raise.
+
+Every method may run again after a failure (`stall.py` retries a stalled file): a failure rolls
+the whole transaction back, and nothing in Python changes before the commit (counters are read
+from the file inside the transaction; evictions are logged once committed).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +71,7 @@ class Transactions:
     def append(self, events: list[RawEvent]) -> int | OutboxFull:
         """Journal `events`, making room if needed; the last journal id, or the refusal."""
         conn = self._conn
+        evicted: list[_Eviction] = []
         with _transaction(conn):
             counters = load_counters(conn)
             if not events:
@@ -75,17 +80,20 @@ class Transactions:
             encoded = [rows.encode_event(first_id + i, event) for i, event in enumerate(events)]
             needed = sum(row[-1] for row in encoded)
             if counters.used_bytes + needed > self._max_bytes:
-                self._make_room(counters, rows.load_cursor(conn), needed)
+                evicted = self._make_room(counters, rows.load_cursor(conn), needed)
+            outcome: int | OutboxFull
             if counters.used_bytes + needed > self._max_bytes:
                 self._record_gap(counters, events)
-                save_counters(conn, counters)
-                return OutboxFull(needed, self._max_bytes)
-            conn.executemany(rows.INSERT_JOURNAL, encoded)
-            counters.journal_rows += len(encoded)
-            counters.journal_last_id += len(encoded)
-            counters.used_bytes += needed
+                outcome = OutboxFull(needed, self._max_bytes)
+            else:
+                conn.executemany(rows.INSERT_JOURNAL, encoded)
+                counters.journal_rows += len(encoded)
+                counters.journal_last_id += len(encoded)
+                counters.used_bytes += needed
+                outcome = counters.journal_last_id
             save_counters(conn, counters)
-            return counters.journal_last_id
+        _log_evictions(evicted)
+        return outcome
 
     def commit(
         self,
@@ -101,6 +109,7 @@ class Transactions:
         `also(conn)` writes what belongs with these movements (expected-returns updates).
         """
         conn = self._conn
+        evicted: list[_Eviction] = []
         with _transaction(conn):
             counters = load_counters(conn)
             seen: set[str] = set()
@@ -132,9 +141,10 @@ class Transactions:
                 also(conn)
             if counters.used_bytes > self._max_bytes:
                 # Movements are never refused; the journal rows they came from make way for them.
-                self._make_room(counters, cursor, 0)
+                evicted = self._make_room(counters, cursor, 0)
             save_counters(conn, counters)
-            return [row[0] for row in added]
+        _log_evictions(evicted)
+        return [row[0] for row in added]
 
     def mark(self, sql: str, params: list[tuple[Any]]) -> int:
         """Run a `MARK_*` statement for each of `params`; how many rows became delivered."""
@@ -198,23 +208,26 @@ class Transactions:
             refused_events_total=counters.refused_events_total,
         )
 
-    def _make_room(self, counters: Counters, cursor: int, needed: int) -> None:
+    def _make_room(self, counters: Counters, cursor: int, needed: int) -> list[_Eviction]:
+        """Evict in the caller's transaction; what went, to log once it is committed."""
         hard = self._max_bytes - needed
         soft = hard - int(self._max_bytes * EVICTION_HEADROOM_SHARE)
+        evicted: list[_Eviction] = []
         if counters.used_bytes > hard:
             freed, deleted = _evict(
                 self._conn, rows.SELECT_CONSUMED, rows.DELETE_JOURNAL, (cursor,), counters, soft
             )
             counters.journal_rows -= deleted
             if deleted:
-                _log.info("journal_rows_evicted", rows=deleted, freed_bytes=freed)
+                evicted.append(("journal_rows_evicted", deleted, freed))
         if counters.used_bytes > hard:
             freed, deleted = _evict(
                 self._conn, rows.SELECT_DELIVERED, rows.DELETE_OUTBOX, (), counters, soft
             )
             counters.outbox_rows -= deleted
             if deleted:
-                _log.warning("delivered_movements_evicted", rows=deleted, freed_bytes=freed)
+                evicted.append(("delivered_movements_evicted", deleted, freed))
+        return evicted
 
     def _record_gap(self, counters: Counters, events: list[RawEvent]) -> None:
         conn = self._conn
@@ -235,15 +248,35 @@ class Transactions:
         counters.refused_events_total += len(events)
 
 
+# (event name, rows, bytes freed) of one eviction, logged after its commit.
+_Eviction = tuple[str, int, int]
+
+
+def _log_evictions(evicted: list[_Eviction]) -> None:
+    for event, deleted, freed in evicted:
+        if event == "journal_rows_evicted":
+            _log.info(event, rows=deleted, freed_bytes=freed)
+        else:
+            _log.warning(event, rows=deleted, freed_bytes=freed)
+
+
 @contextmanager
 def _transaction(conn: sqlite3.Connection, *, read: bool = False) -> Iterator[None]:
+    """One transaction: committed at the end, or rolled back entirely so it can run again."""
+    if conn.in_transaction:
+        # A ROLLBACK that failed last time (a disk error) left this one open.
+        conn.execute("ROLLBACK")
     conn.execute("BEGIN" if read else "BEGIN IMMEDIATE")
     try:
         yield
+        # A COMMIT that fails (busy, disk error) may leave the transaction open: it goes below.
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY).
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _evict(

@@ -14,7 +14,7 @@ from gateway.daemon.shared import LOG_COMPONENT, Shared
 from gateway.domain.events import BarcodeScan
 from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.wire import parse_rfc3339, rfc3339
-from gateway.errors import GatewayError, InputError
+from gateway.errors import BufferUnavailable, GatewayError, InputError
 from gateway.logs import get_logger
 from gateway.sync.forwarder import Forwarder, IncomingMessage
 
@@ -72,8 +72,10 @@ class CommandHandler:
             message = await self._announcements.get()
             try:
                 await self._answer("expected-returns", message)
+            except BufferUnavailable:
+                raise  # the buffer failed for good (a stall is waited out inside it): stop
             except GatewayError as exc:
-                # As for other commands: the buffer failed under this one; the next may succeed.
+                # As for other commands: what failed under this one may not fail the next.
                 _log.warning("incoming_message_failed", topic=message.topic[:200], error=str(exc))
 
     async def _answer(self, name: str, message: IncomingMessage) -> None:

@@ -18,7 +18,7 @@ from gateway.daemon import views
 from gateway.daemon.running import Running, start_parts
 from gateway.daemon.shared import LOG_COMPONENT, Shared, Tallies
 from gateway.daemon.wiring import driver_factory
-from gateway.errors import GatewayError, InputError, ShutdownRequested
+from gateway.errors import BufferUnavailable, GatewayError, InputError, ShutdownRequested
 from gateway.logs import get_logger
 from gateway.profiles import load_reader_profiles
 from gateway.runtime.backoff import Backoff
@@ -30,6 +30,16 @@ from gateway.sync.topics import Topics
 _log = get_logger(LOG_COMPONENT)
 
 SHUTDOWN_BUDGET_S = 4.0
+# The drain at shutdown: ample for a full queue, and with the rest inside systemd's
+# TimeoutStopSec (10 s) even when the buffer is stalled and the drain has to give up.
+DRAIN_BUDGET_S = 5.0
+EXIT_OK = 0
+EXIT_FAILED = 1
+# SQLite's primary result codes that `buffer_failed` gives advice for.
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
 
 
 class Daemon:
@@ -114,8 +124,9 @@ class Daemon:
         running = self._running
         forwarder = running.forwarder if running is not None else None
         lag = running.flow.lag() if running is not None else None
+        stall = running.buffer.stall.state() if running is not None else None
         shared = self._shared
-        return views.health(shared.slots, shared.tallies, forwarder, shared.monotonic(), lag)
+        return views.health(shared.slots, shared.tallies, forwarder, shared.monotonic(), lag, stall)
 
     def view(self) -> views.DaemonView:
         """A snapshot for people: readers, buffer, forwarder, counters."""
@@ -128,9 +139,14 @@ class Daemon:
         return views.status_line(self._shared.slots, self._shared.tallies.stats, forwarder)
 
     async def run(self) -> int:
-        """Open the buffer, start every task, run until stopped; return the exit code."""
+        """Open the buffer, start every task, run until stopped; return the exit code.
+
+        1 when the buffer failed for good (corrupt, disk full, a disk error that lasted): one
+        `buffer_failed` event says why; what was committed stays committed.
+        """
         buffer = await self._open_buffer()
         running: Running | None = None
+        code = EXIT_OK
         try:
             running = await start_parts(
                 self._shared, buffer, health=self.health, notifier=self._notifier
@@ -147,10 +163,10 @@ class Daemon:
                 pending=stats.pending,
                 cursor=running.flow.cursor,
             )
-            await self._serve(running)
+            code = await self._serve(running)
         finally:
             await self._shutdown(buffer, running)
-        return 0
+        return code
 
     async def _open_buffer(self) -> Buffer:
         state_dir = self.config.gateway.state_dir
@@ -170,7 +186,7 @@ class Daemon:
             )
         return buffer
 
-    async def _serve(self, running: Running) -> None:
+    async def _serve(self, running: Running) -> int:
         health = self.config.health
         async with contextlib.AsyncExitStack() as stack:
             if health.enabled:
@@ -190,11 +206,12 @@ class Daemon:
                         extension=console,
                     )
                 )
-            await self._task_group(running)
+            return await self._task_group(running)
 
-    async def _task_group(self, running: Running) -> None:
+    async def _task_group(self, running: Running) -> int:
         backoff = Backoff(min_s=0.5, max_s=30.0)
         flow, upkeep, shared = running.flow, running.upkeep, self._shared
+        code = EXIT_OK
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._wait_for_stop(), name="stop")
@@ -225,6 +242,11 @@ class Daemon:
                     )
         except* ShutdownRequested:
             _log.info("gateway_stopping")
+        except* BufferUnavailable as failed:
+            # A stall is waited out inside the buffer: what reaches here will not pass.
+            _buffer_failed(_first(failed))
+            code = EXIT_FAILED
+        return code
 
     async def _wait_for_stop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -250,14 +272,37 @@ class Daemon:
     async def _shutdown(self, buffer: Buffer, running: Running | None) -> None:
         deadline = self._shared.monotonic() + SHUTDOWN_BUDGET_S
         if running is not None:
-            with contextlib.suppress(GatewayError):
-                await running.flow.drain()
-                await running.kpis.save(buffer)
+            # A stalled buffer would hold the drain for as long as the stall lasts: what is not
+            # journaled by then was never acknowledged to its source either.
+            with contextlib.suppress(GatewayError, TimeoutError):
+                async with asyncio.timeout(DRAIN_BUDGET_S):
+                    await running.flow.drain()
+                    await running.kpis.save(buffer)
             remaining = max(0.5, deadline - self._shared.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(running.forwarder.stop(), timeout=remaining)
-        with contextlib.suppress(GatewayError):
-            self._shared.tallies.stats = await buffer.stats()
+        with contextlib.suppress(GatewayError, TimeoutError):
+            async with asyncio.timeout(max(0.5, deadline - self._shared.monotonic())):
+                self._shared.tallies.stats = await buffer.stats()
         await buffer.close()
         self._notifier.close()
         _log.info("gateway_stopped")
+
+
+def _first(group: BaseExceptionGroup[BufferUnavailable]) -> BufferUnavailable:
+    """The first buffer error in a (nested) exception group."""
+    found = group.exceptions[0]
+    return found if isinstance(found, BufferUnavailable) else _first(found)
+
+
+def _buffer_failed(exc: BufferUnavailable) -> None:
+    """One line that says why the run ends and what to do; no traceback."""
+    if exc.code == _SQLITE_FULL:
+        advice = "free disk space, or lower [buffer] max_bytes below what is free; then restart"
+    elif exc.code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        advice = "restart: the file is checked at start and a damaged one moved aside, kept"
+    elif exc.code == _SQLITE_IOERR:
+        advice = "check the disk (dmesg, SMART, mount): it kept failing; then restart"
+    else:
+        advice = "restart the gateway; if it happens again, keep the buffer file for support"
+    _log.error("buffer_failed", path=exc.path, reason=exc.reason, code=exc.code, advice=advice)

@@ -70,6 +70,7 @@ async def start_parts(
     )
     for slot in shared.slots:
         slot.on_change = forwarder.refresh_status
+    buffer.stall.on_change = forwarder.refresh_status
     flow = PipelineFlow(
         shared,
         buffer,

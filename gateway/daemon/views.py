@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import __version__
-from gateway.buffer.store import BufferStats
+from gateway.buffer.store import BufferStats, StallState
 from gateway.daemon.shared import Tallies
+from gateway.domain.wire import rfc3339
 from gateway.runtime.supervisor import ReaderSlot
 from gateway.sync.forwarder import Forwarder
 
@@ -30,10 +31,12 @@ def health(
     forwarder: Forwarder | None,
     now_mono: float,
     pipeline: Mapping[str, int] | None = None,
+    stall: StallState | None = None,
 ) -> dict[str, object]:
     """Health for the status topic and the health endpoint; `forwarder` is None before start.
 
-    `pipeline` is the flow's lag (`PipelineFlow.lag()`), None before start.
+    `pipeline` is the flow's lag (`PipelineFlow.lag()`), `stall` the buffer's (`Buffer.stall`),
+    both None before start.
     """
     stats = tallies.stats
     return {
@@ -41,6 +44,7 @@ def health(
         "readers": {slot.reader: _reader_health(slot, tallies, now_mono) for slot in slots},
         "buffer": _stats_dict(stats) if stats is not None else None,
         "pipeline": dict(pipeline) if pipeline is not None else None,
+        "buffer_stall": _stall_dict(stall) if stall is not None else None,
         "counters": dict(tallies.counters),
         "broker": _broker_health(forwarder, tallies, now_mono),
         "movements_by_type": dict(tallies.movements_by_type),
@@ -110,6 +114,18 @@ def _stats_dict(stats: BufferStats) -> dict[str, Any]:
         "delivered_total": stats.delivered_total,
         "gaps_total": stats.gaps_total,
         "refused_events_total": stats.refused_events_total,
+    }
+
+
+def _stall_dict(stall: StallState) -> dict[str, Any]:
+    return {
+        "state": "buffer-stalled" if stall.stalled else "ok",
+        "since": None if stall.since_s is None else rfc3339(stall.since_s),
+        "for_s": None if stall.for_s is None else round(stall.for_s, 1),
+        "reason": stall.reason,
+        "stall_seconds_total": round(stall.stall_seconds_total, 3),
+        "stalls_total": stall.stalls_total,
+        "retries_total": stall.retries_total,
     }
 
 

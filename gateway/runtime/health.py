@@ -64,6 +64,9 @@ def assess(health: Mapping[str, Any], policy: HealthPolicy) -> list[str]:
     budget = buffer.get("budget_bytes") or 0
     if budget and buffer.get("used_bytes", 0) > policy.buffer_full_share * budget:
         reasons.append(f"buffer above {policy.buffer_full_share:.0%} of its byte budget")
+    stall = health.get("buffer_stall") or {}
+    if stall.get("state") == "buffer-stalled":
+        reasons.append(f"buffer-stalled since {stall.get('since')}: {stall.get('reason')}")
     if health.get("loop_stalled"):
         reasons.append("event loop stalled")
     return sorted(set(reasons))
@@ -232,6 +235,7 @@ class _GatewayCollector(Collector):
             value = buffer.get(key)
             gauge.add_metric([], float(value) if value is not None else 0.0)
             yield gauge
+        yield from _stall_metrics(health.get("buffer_stall") or {})
         pipeline = health.get("pipeline") or {}
         for key, help_text in (
             ("queued_events", "Events read but not journaled yet"),
@@ -282,3 +286,20 @@ class _GatewayCollector(Collector):
         yield state
         yield reads
         yield bad
+
+
+def _stall_metrics(stall: Mapping[str, Any]) -> Iterator[Metric]:
+    """Whether the buffer file is stalled now, and for how long and how often it was."""
+    stalled = GaugeMetricFamily(
+        "gateway_buffer_stalled", "1 while the buffer file is stalled (held elsewhere, disk errors)"
+    )
+    stalled.add_metric([], 1.0 if stall.get("state") == "buffer-stalled" else 0.0)
+    yield stalled
+    seconds = CounterMetricFamily(
+        "gateway_buffer_stall_seconds", "Seconds the buffer file was stalled, the current stall too"
+    )
+    seconds.add_metric([], float(stall.get("stall_seconds_total") or 0.0))
+    yield seconds
+    stalls = CounterMetricFamily("gateway_buffer_stalls", "Stalls of the buffer file")
+    stalls.add_metric([], float(stall.get("stalls_total") or 0))
+    yield stalls

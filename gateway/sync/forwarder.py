@@ -18,7 +18,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.errors import BrokerRefused, BrokerUnavailable, GatewayError, InputError
+from gateway.errors import (
+    BrokerRefused,
+    BrokerUnavailable,
+    BufferUnavailable,
+    GatewayError,
+    InputError,
+)
 from gateway.logs import get_logger
 from gateway.runtime.backoff import Backoff
 from gateway.sync.acks import AckIds, parse_ack
@@ -52,6 +58,8 @@ STABLE_CONNECTION_S = 5.0
 LONGEST = 64
 STOP_LINK_S = 1.2
 STOP_FLUSH_S = 0.7
+# After the outbox failed under a session: start over soon, the link is not at fault.
+OUTBOX_RETRY = Backoff(min_s=0.25, max_s=2.0)
 
 
 @dataclass(slots=True)
@@ -223,6 +231,7 @@ class Forwarder:
         stopping = self._stop_event.is_set
         attempt = 0
         failures = 0
+        outbox_retry = _OutboxRetry()
         ever_connected = False
         while not stopping():
             self._generation += 1
@@ -279,10 +288,9 @@ class Forwarder:
                 self._servers.failed()
                 await _wait_unless_set(self._stop_event, delay_s)
             except GatewayError as exc:
-                # The outbox failed (disk full, locked): nothing was lost; start over later.
-                self._stats.last_error = str(exc)
-                _log.error("outbox_failed", error=str(exc), retry_in_s=self._backoff.max_s)
-                await _wait_unless_set(self._stop_event, self._backoff.max_s)
+                # Something under the outbox failed: nothing was lost; start over shortly.
+                session_s = self._clock() - connected_at_s
+                await outbox_retry.wait(exc, session_s, self._stats, self._stop_event)
 
     async def _session(self, link: MqttLink) -> None:
         """Run one connection until it is lost (raises BrokerUnavailable) or stopped."""
@@ -526,6 +534,32 @@ class Forwarder:
         while window.is_in_flight(mid) and link.connected:
             self._progress.clear()
             await self._progress.wait()
+
+
+@dataclass(slots=True)
+class _OutboxRetry:
+    """Short capped waits after the outbox failed under a session; a failed buffer goes up."""
+
+    failures: int = 0
+
+    async def wait(
+        self,
+        exc: GatewayError,
+        session_s: float,
+        stats: ForwarderStats,
+        stop_event: asyncio.Event,
+    ) -> None:
+        """Log `outbox_failed` and wait before starting over; a `BufferUnavailable` goes up."""
+        if isinstance(exc, BufferUnavailable):
+            # The buffer waits out a stalled file itself: what reaches here will not pass.
+            raise exc
+        if session_s >= STABLE_CONNECTION_S:
+            self.failures = 0
+        delay_s = OUTBOX_RETRY.delay_s(self.failures)
+        self.failures += 1
+        stats.last_error = str(exc)
+        _log.error("outbox_failed", error=str(exc), retry_in_s=round(delay_s, 3))
+        await _wait_unless_set(stop_event, delay_s)
 
 
 def _note_failure(

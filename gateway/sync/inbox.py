@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from gateway.errors import GatewayError
+from gateway.errors import BufferUnavailable, GatewayError
 from gateway.logs import get_logger
 from gateway.sync.mqtt import Message
 
@@ -35,5 +35,7 @@ class Inbox:
             message = await self._queue.get()
             try:
                 await self._handler(message)
+            except BufferUnavailable:
+                raise  # the buffer failed for good (a stall is waited out inside it): stop
             except GatewayError as exc:
                 _log.warning("incoming_message_failed", topic=message.topic[:200], error=str(exc))

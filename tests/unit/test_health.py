@@ -18,6 +18,7 @@ HEALTHY: dict[str, Any] = {
     "pipeline": {"queued_events": 2, "journaled_id": 90, "cursor": 83, "rows_behind": 7},
     "counters": {"scans": 4},
     "movements_by_type": {"receipt": 2},
+    "buffer_stall": {"state": "ok", "stall_seconds_total": 2.5, "stalls_total": 1},
 }
 
 
@@ -35,6 +36,16 @@ HEALTHY: dict[str, Any] = {
         ),
         ({"buffer": {"used_bytes": 950, "budget_bytes": 1000}}, "buffer above 90%"),
         ({"loop_stalled": True}, "event loop stalled"),
+        (
+            {
+                "buffer_stall": {
+                    "state": "buffer-stalled",
+                    "since": "2026-12-08T01:00:00.000Z",
+                    "reason": "database is locked",
+                }
+            },
+            "buffer-stalled since 2026-12-08T01:00:00.000Z: database is locked",
+        ),
     ],
 )
 def test_assess_names_each_reason(change: dict[str, Any], reason: str) -> None:
@@ -68,6 +79,22 @@ async def test_http_endpoint_serves_health_and_metrics() -> None:
         assert "gateway_buffer_pending 3.0" in metrics
         assert "gateway_pipeline_rows_behind 7.0" in metrics
         assert "gateway_pipeline_queued_events 2.0" in metrics
+        assert "gateway_buffer_stalled 0.0" in metrics
+        assert "gateway_buffer_stall_seconds_total 2.5" in metrics
+        assert "gateway_buffer_stalls_total 1.0" in metrics
+        state["buffer_stall"] = {
+            "state": "buffer-stalled",
+            "since": "2026-12-08T01:00:00.000Z",
+            "reason": "database is locked",
+            "stall_seconds_total": 4.0,
+        }
+        status, body = await _get(server.port, "/healthz")
+        assert status == 503
+        assert "buffer-stalled since 2026-12-08T01:00:00.000Z: database is locked" in body
+        _, metrics = await _get(server.port, "/metrics")
+        assert "gateway_buffer_stalled 1.0" in metrics
+        assert "gateway_buffer_stall_seconds_total 4.0" in metrics
+        state["buffer_stall"] = HEALTHY["buffer_stall"]
         state["broker"] = {"connected": False, "down_for_s": 1000.0}
         status, body = await _get(server.port, "/healthz")
         assert status == 503
