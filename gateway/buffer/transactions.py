@@ -64,8 +64,8 @@ class Transactions:
         """The rows `sql` selects (one statement is its own read transaction)."""
         return self._conn.execute(sql, params).fetchall()
 
-    def append(self, events: list[RawEvent]) -> int | OutboxFull:
-        """Journal `events`, making room if needed; the last journal id, or the refusal."""
+    def append(self, events: list[RawEvent], seen: list[tuple[int, bytes]]) -> int | OutboxFull:
+        """Journal `events` and record `seen` deliveries; the last journal id, or the refusal."""
         conn = self._conn
         with _transaction(conn):
             counters = load_counters(conn)
@@ -81,6 +81,8 @@ class Transactions:
                 save_counters(conn, counters)
                 return OutboxFull(needed, self._max_bytes)
             conn.executemany(rows.INSERT_JOURNAL, encoded)
+            if seen:
+                conn.executemany(rows.UPSERT_INBOUND_SEEN, seen)
             counters.journal_rows += len(encoded)
             counters.journal_last_id += len(encoded)
             counters.used_bytes += needed
