@@ -249,6 +249,7 @@ class PipelineFlow:
             if receipt is not None:
                 if receipt.dup and recorded.get(receipt.mid) == receipt.digest:
                     self._shared.tallies.counters["inbound_redelivered_skipped"] += 1
+                    _log.info("redelivery_skipped", mid=receipt.mid, reader=queued[0].reader)
                     if ack is not None:
                         ack()
                     continue
