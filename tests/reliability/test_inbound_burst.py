@@ -91,9 +91,8 @@ def test_a_burst_cut_by_sigkill_is_finished_after_the_restart(tmp_path: Path) ->
                 {
                     "killed_after_replies_movements": killed_after,
                     "done_s": round(time.monotonic() - started, 1),
-                    "redeliveries_skipped": len(
-                        [e for e in daemon.log_events() if e.get("event") == "redelivery_skipped"]
-                    ),
+                    "redeliveries_skipped": _logged(daemon, "redelivery_skipped"),
+                    "connections": _logged(daemon, "broker_connected"),
                 }
             ),
         )
@@ -224,6 +223,10 @@ def _journaled(tmp_path: Path) -> int:
             return int(db.execute("SELECT count(*) FROM journal").fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+def _logged(daemon: DaemonProcess, event: str) -> int:
+    return len([e for e in daemon.log_events() if e.get("event") == event])
 
 
 def _peak_rss_b(pid: int) -> int:
