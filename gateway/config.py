@@ -61,6 +61,8 @@ class MqttSection(_Model):
     format: Literal["json", "epcis"] = "json"
     ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    # MQTT 5: incoming QoS 1 messages the broker may send before the gateway acknowledges them.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 32
     stall_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
@@ -114,6 +116,7 @@ class MqttSection(_Model):
             tls=tls,
             connect_timeout_s=max(5.0, float(self.keepalive_s)),
             protocol=self.protocol,
+            receive_maximum=self.receive_maximum,
         )
         return ForwarderSettings(
             link=link,
@@ -255,8 +258,19 @@ class HidScanner(_ReaderBase):
         return value
 
 
+class MqttScanner(_Model):
+    """Handhelds that publish each scan to `{prefix}/{site}/{gateway}/scans/{device}` (QoS 1)."""
+
+    kind: Literal["mqtt-scanner"]
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    # Devices not in `device_stations` scan for this station; with none, they are refused.
+    station: str | None = None
+    device_stations: dict[str, str] = Field(default_factory=dict)
+    max_scan_chars: Annotated[int, Field(ge=16, le=65536)] = 4096
+
+
 ReaderSection = Annotated[
-    ReplayReader | LlrpReader | TcpScanner | SerialScanner | HidScanner,
+    ReplayReader | LlrpReader | TcpScanner | SerialScanner | HidScanner | MqttScanner,
     Field(discriminator="kind"),
 ]
 
@@ -352,15 +366,21 @@ class Config(_Model):
     def _readers_point_at_stations(self) -> Config:
         stations = {s.id for s in self.stations}
         seen: set[str] = set()
+        mqtt_scanners = 0
         for index, reader in enumerate(self.readers):
             if reader.id in seen:
                 msg = f"readers.{index}.id: duplicate reader id {reader.id!r}"
                 raise ValueError(msg)
             seen.add(reader.id)
-            if reader.station not in stations:
+            if reader.station is not None and reader.station not in stations:
                 msg = f"readers.{index}.station: no station {reader.station!r} in [[stations]]"
                 raise ValueError(msg)
-            if isinstance(reader, TcpScanner):
+            if isinstance(reader, MqttScanner):
+                mqtt_scanners += 1
+                if mqtt_scanners > 1:
+                    msg = f"readers.{index}.kind: one mqtt-scanner reader takes every scans/ topic"
+                    raise ValueError(msg)
+            if isinstance(reader, TcpScanner | MqttScanner):
                 for device, station in reader.device_stations.items():
                     if station not in stations:
                         msg = (
@@ -464,6 +484,7 @@ def _is_union_tag(part: object) -> bool:
         "tcp-scanner",
         "serial-scanner",
         "hid-scanner",
+        "mqtt-scanner",
     }
 
 

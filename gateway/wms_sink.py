@@ -67,6 +67,8 @@ from gateway.wms_store import (
 _log = get_logger("wms_sink")
 
 ACK_BATCH = 500
+# Movements the broker may send before the sink's PUBACKs (sent once a batch is committed).
+RECEIVE_MAXIMUM = 4 * ACK_BATCH
 ACK_EVERY_S = 0.05
 STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
@@ -302,6 +304,7 @@ class WmsSink:
                     password=self.password,
                     session_expiry_s=self.session_expiry_s,
                     protocol=self.protocol,
+                    receive_maximum=RECEIVE_MAXIMUM,
                 ),
                 self._on_event,
             )
@@ -353,6 +356,9 @@ class WmsSink:
                 except asyncio.QueueEmpty:
                     break
             await self._handle(link, batch)
+            for message in batch:  # committed (or not a movement): the broker may forget them
+                if message.topic:
+                    link.ack(message)
             if time.monotonic() - self._gaps_checked >= GAP_CHECK_EVERY_S:
                 await self._release_gaps()
             if not link.connected:

@@ -36,6 +36,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ('[[readers]] kind = "tcp-scanner"', cfg.TcpScanner),
     ('[[readers]] kind = "serial-scanner"', cfg.SerialScanner),
     ('[[readers]] kind = "hid-scanner"', cfg.HidScanner),
+    ('[[readers]] kind = "mqtt-scanner"', cfg.MqttScanner),
 ]
 
 

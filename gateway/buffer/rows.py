@@ -151,6 +151,13 @@ INSERT_GAP = (
 )
 MARK_GAP_REPORTED = "UPDATE gaps SET reported = 1 WHERE gap_id = ?"
 SELECT_KV = "SELECT value FROM kv WHERE key = ?"
+UPSERT_INBOUND_SEEN = (
+    "INSERT INTO inbound_seen (mid, digest) VALUES (?, ?)"
+    " ON CONFLICT (mid) DO UPDATE SET digest = excluded.digest"
+)
+SELECT_INBOUND_SEEN = (
+    "SELECT mid, digest FROM inbound_seen WHERE mid IN (SELECT value FROM json_each(?))"
+)
 UPSERT_KV = (
     "INSERT INTO kv (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"

@@ -115,10 +115,16 @@ class Buffer:
 
     # -- journal -------------------------------------------------------------------------------
 
-    async def append_raw(self, events: Sequence[RawEvent]) -> int:
-        """Journal `events` in one transaction; return the last journal id; `OutboxFull` if full."""
+    async def append_raw(
+        self, events: Sequence[RawEvent], seen: Sequence[tuple[int, bytes]] = ()
+    ) -> int:
+        """Journal `events` in one transaction; return the last journal id; `OutboxFull` if full.
+
+        `seen`: (packet id, digest) of the MQTT deliveries among them, recorded in the same
+        transaction (see `gateway.buffer.inbound`).
+        """
         self._writable()
-        outcome = await self._call(self._tx.append, list(events))
+        outcome = await self._call(self._tx.append, list(events), list(seen))
         if isinstance(outcome, OutboxFull):
             raise outcome
         return outcome

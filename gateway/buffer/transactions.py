@@ -68,8 +68,8 @@ class Transactions:
         """The rows `sql` selects (one statement is its own read transaction)."""
         return self._conn.execute(sql, params).fetchall()
 
-    def append(self, events: list[RawEvent]) -> int | OutboxFull:
-        """Journal `events`, making room if needed; the last journal id, or the refusal."""
+    def append(self, events: list[RawEvent], seen: list[tuple[int, bytes]]) -> int | OutboxFull:
+        """Journal `events` and record `seen` deliveries; the last journal id, or the refusal."""
         conn = self._conn
         evicted: list[_Eviction] = []
         with _transaction(conn):
@@ -87,6 +87,8 @@ class Transactions:
                 outcome = OutboxFull(needed, self._max_bytes)
             else:
                 conn.executemany(rows.INSERT_JOURNAL, encoded)
+                if seen:
+                    conn.executemany(rows.UPSERT_INBOUND_SEEN, seen)
                 counters.journal_rows += len(encoded)
                 counters.journal_last_id += len(encoded)
                 counters.used_bytes += needed

@@ -1,20 +1,22 @@
-"""Commands from the WMS over MQTT: expected returns, replay, profile changes, and MQTT scans."""
+"""Commands from the WMS over MQTT: expected returns, replay, profile changes.
+
+The forwarder's inbox serves commands and announcements in two lanes, one message at a time each,
+and acknowledges a message once `on_message` has returned: applied and its reply queued, or its
+error reply queued. MQTT scans are a reader's input (`readers/mqtt`), not commands.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from gateway.buffer.store import Buffer
-from gateway.config import TcpScanner
 from gateway.daemon.flow import PipelineFlow
 from gateway.daemon.profile_switch import ProfileSwitcher
 from gateway.daemon.shared import LOG_COMPONENT, Shared
-from gateway.domain.events import BarcodeScan
 from gateway.domain.signing import NonceCache, verify_command
 from gateway.domain.wire import parse_rfc3339, rfc3339
-from gateway.errors import BufferUnavailable, GatewayError, InputError
+from gateway.errors import InputError
 from gateway.logs import get_logger
 from gateway.sync.forwarder import Forwarder, IncomingMessage
 
@@ -22,12 +24,10 @@ _log = get_logger(LOG_COMPONENT)
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 REPLAY_MAX_ROWS = 100_000
-MAX_SCAN_CHARS = 4096
-ANNOUNCEMENTS_QUEUED_MAX = 64
 
 
 class CommandHandler:
-    """Answers every message on the command and scan topics; bad input is a reply, never a crash."""
+    """Answers every message on the command topics; bad input is a reply, never a crash."""
 
     def __init__(
         self,
@@ -43,40 +43,17 @@ class CommandHandler:
         self._flow = flow
         self._switcher = switcher
         self._nonces = NonceCache()
-        self._announcements: asyncio.Queue[IncomingMessage] = asyncio.Queue(
-            maxsize=ANNOUNCEMENTS_QUEUED_MAX
-        )
 
     async def on_message(self, message: IncomingMessage) -> None:
-        """Handle one incoming message: a scan, or a command answered on its result topic."""
+        """Apply one command and queue its reply on its result topic (an error is a reply too)."""
         topics, counters = self._shared.topics, self._shared.tallies.counters
-        device = topics.scan_device(message.topic)
-        if device is not None:
-            await self._mqtt_scan(device, message)
-            return
         name = topics.command_name(message.topic)
         if message.topic == topics.site_expected_returns:
             name = "expected-returns"  # the WMS announces once for every door of the site
         if name is None:
             counters["messages_unexpected"] += 1
             return
-        if name == "expected-returns":
-            # Their own task, in order: a large announcement must not hold up scans and acks.
-            await self._announcements.put(message)
-            return
         await self._answer(name, message)
-
-    async def announce_loop(self) -> None:
-        """Apply queued expected-returns announcements one after the other, forever."""
-        while True:
-            message = await self._announcements.get()
-            try:
-                await self._answer("expected-returns", message)
-            except BufferUnavailable:
-                raise  # the buffer failed for good (a stall is waited out inside it): stop
-            except GatewayError as exc:
-                # As for other commands: what failed under this one may not fail the next.
-                _log.warning("incoming_message_failed", topic=message.topic[:200], error=str(exc))
 
     async def _answer(self, name: str, message: IncomingMessage) -> None:
         counters = self._shared.tallies.counters
@@ -146,32 +123,6 @@ class CommandHandler:
         rows = await self._buffer.rows_between(start_s, end_s, REPLAY_MAX_ROWS)
         await self._forwarder.republish(rows)
         return {"republished": len(rows), "from": start, "to": rfc3339(end_s)}
-
-    async def _mqtt_scan(self, device: str, message: IncomingMessage) -> None:
-        text = message.payload.decode("utf-8", errors="replace").strip()
-        station = self._mqtt_scan_station(device)
-        if not text or len(text) > MAX_SCAN_CHARS or station is None:
-            self._shared.tallies.counters["bad_mqtt_scans"] += 1
-            _log.warning(
-                "mqtt_scan_rejected", device=device[:64], reason="empty, too long or no station"
-            )
-            return
-        await self._flow.ingest(
-            BarcodeScan(
-                reader=f"mqtt:{device}",
-                station=station,
-                data=text,
-                at_s=self._shared.clock(),
-                device=device,
-            )
-        )
-
-    def _mqtt_scan_station(self, device: str) -> str | None:
-        for reader in self._shared.config.readers:
-            if isinstance(reader, TcpScanner) and device in reader.device_stations:
-                return reader.device_stations[device]
-        stations = self._shared.config.stations
-        return stations[0].id if len(stations) == 1 else None
 
 
 def command_body(name: str, payload: bytes) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.buffer import inbound
 from gateway.buffer.store import Buffer, Gap
 from gateway.daemon.expected import ExpectedLink
 from gateway.daemon.kpis import KpiTracker
@@ -18,7 +19,7 @@ from gateway.domain.movements import Evidence, Item, Movement, movement_id
 from gateway.domain.pipeline import Pipeline, PipelinePlan
 from gateway.errors import OutboxFull
 from gateway.logs import get_logger
-from gateway.readers.base import Ack
+from gateway.readers.base import Ack, Receipt
 
 _log = get_logger(LOG_COMPONENT)
 
@@ -34,7 +35,7 @@ CHECKPOINT_EVERY_S = 1.0
 # open: they close as if it had been heard, late but never not at all.
 HEARD_HOLD_MAX_S = 60.0
 
-_Queued = tuple[RawEvent | InputHeard, Ack | None]
+_Queued = tuple[RawEvent | InputHeard, Ack | None, Receipt | None]
 
 
 async def restore_pipeline(buffer: Buffer, plan: PipelinePlan) -> tuple[Pipeline, int]:
@@ -111,15 +112,18 @@ class PipelineFlow:
             "rows_behind": self._journaled_id - self._cursor,
         }
 
-    async def ingest(self, event: RawEvent | InputHeard, ack: Ack | None = None) -> None:
+    async def ingest(
+        self, event: RawEvent | InputHeard, ack: Ack | None = None, receipt: Receipt | None = None
+    ) -> None:
         """Queue one item from a reader for the journal (waits while the queue is full).
 
         `ack` is called once the journal has committed the event (or refused it into a gap).
+        `receipt` is recorded with it; a redelivery (`dup`) already recorded is only acked.
         """
         if isinstance(event, TagRead):
             # The console's live view: a few counters, no clock, no decoding.
             self._shared.tallies.tags_in_view.observe(event)
-        await self._queue.put((event, ack))
+        await self._queue.put((event, ack, receipt))
 
     def heard_mono_s(self, mono_s: float) -> float | None:
         """Monotonic time up to which every reader sending heard marks is heard; None if none is.
@@ -203,11 +207,13 @@ class PipelineFlow:
 
     async def _append(self, batch: list[_Queued]) -> None:
         counters = self._shared.tallies.counters
-        events = [item for item, _ in batch if not isinstance(item, InputHeard)]
+        batch = await self._drop_redelivered(batch)
+        events = [item for item, _, _ in batch if not isinstance(item, InputHeard)]
+        seen = [(r.mid, r.digest) for item, _, r in batch if r is not None]
         before = self._journaled_id
         if events:
             try:
-                last_id = await self._buffer.append_raw(events)
+                last_id = await self._buffer.append_raw(events, seen)
                 self._journaled_id = last_id
                 before = last_id - len(events)
                 counters["raw_events_journaled"] += len(events)
@@ -225,7 +231,7 @@ class PipelineFlow:
                 events = []
         # A mark follows the events queued before it: it counts once the pipeline took those.
         taken = 0
-        for item, ack in batch:
+        for item, ack, _ in batch:
             if isinstance(item, InputHeard):
                 self._heard_pending.append((min(before + taken, self._journaled_id), item))
             else:
@@ -233,6 +239,27 @@ class PipelineFlow:
             if ack is not None:
                 ack()  # journaled, or refused and recorded as a gap: the source may let go
         self._wakeup.set()
+
+    async def _drop_redelivered(self, batch: list[_Queued]) -> list[_Queued]:
+        """The batch without the redeliveries already journaled; those are acknowledged again."""
+        dups = {r.mid for _, _, r in batch if r is not None and r.dup}
+        if not dups:
+            return batch
+        recorded = await inbound.recorded(self._buffer, sorted(dups))
+        kept: list[_Queued] = []
+        for queued in batch:
+            _, ack, receipt = queued
+            if receipt is not None:
+                if receipt.dup and recorded.get(receipt.mid) == receipt.digest:
+                    self._shared.tallies.counters["inbound_redelivered_skipped"] += 1
+                    _log.info("redelivery_skipped", mid=receipt.mid, reader=queued[0].reader)
+                    if ack is not None:
+                        ack()
+                    continue
+                # An earlier copy in this batch: the transaction records it before this one.
+                recorded[receipt.mid] = receipt.digest
+            kept.append(queued)
+        return kept
 
     def _reach_heard(self) -> None:
         """Apply the heard marks whose preceding events the pipeline has now taken."""

@@ -225,7 +225,6 @@ class Daemon:
                 group.create_task(upkeep.retention_loop(), name="retention")
                 group.create_task(upkeep.kpi_loop(), name="kpi")
                 group.create_task(upkeep.verify_buffer(), name="buffer-verify")
-                group.create_task(running.commands.announce_loop(), name="expected-announce")
                 group.create_task(flow.expected.sweep_loop(shared.clock), name="expected-sweep")
                 for reader, slot in zip(self.config.readers, self.slots, strict=True):
                     factory = driver_factory(
@@ -233,6 +232,7 @@ class Daemon:
                         profiles=shared.profiles,
                         replay_epochs=running.replay_epochs,
                         clock=shared.clock,
+                        scans=running.scans,
                     )
                     self._reader_tasks.append(
                         group.create_task(

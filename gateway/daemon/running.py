@@ -14,8 +14,9 @@ from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.profile_switch import ProfileSwitcher
 from gateway.daemon.shared import Shared
 from gateway.daemon.upkeep import Upkeep
-from gateway.daemon.wiring import load_replay_epochs, make_renderer, pipeline_plan
+from gateway.daemon.wiring import load_replay_epochs, make_renderer, pipeline_plan, scan_lane
 from gateway.domain.kpi import CostFactors
+from gateway.runtime.inbound import Delivery, InboundLane
 from gateway.runtime.notify import SystemdNotifier
 from gateway.sync.forwarder import Forwarder, IncomingMessage
 
@@ -32,6 +33,8 @@ class Running:
     commands: CommandHandler
     upkeep: Upkeep
     replay_epochs: dict[str, float]
+    # MQTT scans from the broker link to the `mqtt-scanner` reader (None: none configured).
+    scans: InboundLane[Delivery] | None
 
 
 async def start_parts(
@@ -58,6 +61,7 @@ async def start_parts(
         # `commands` is bound below, before the forwarder runs and can receive anything.
         await commands.on_message(message)
 
+    scans = scan_lane(config)
     forwarder = Forwarder(
         buffer,
         config.mqtt.forwarder_settings(
@@ -66,6 +70,7 @@ async def start_parts(
         shared.topics,
         health=health,
         on_message=on_message,
+        scans=scans,
         on_published=kpis.published,
     )
     for slot in shared.slots:
@@ -95,4 +100,5 @@ async def start_parts(
         commands=commands,
         upkeep=Upkeep(shared, buffer, forwarder, flow, kpis, notifier),
         replay_epochs=replay_epochs,
+        scans=scans,
     )

@@ -10,6 +10,7 @@ from gateway.config import (
     Config,
     HidScanner,
     LlrpReader,
+    MqttScanner,
     ReaderSection,
     ReplayReader,
     SerialScanner,
@@ -26,6 +27,7 @@ from gateway.gs1 import BIIP_GS1
 from gateway.profiles import Profile, llrp_settings
 from gateway.readers.base import ReaderDriver
 from gateway.readers.replay import ReplayDriver
+from gateway.runtime.inbound import Delivery, InboundLane
 
 
 def driver_factory(
@@ -34,8 +36,12 @@ def driver_factory(
     profiles: Mapping[str, Profile],
     replay_epochs: Mapping[str, float],
     clock: Callable[[], float],
+    scans: InboundLane[Delivery] | None = None,
 ) -> Callable[[], ReaderDriver]:
-    """A maker of fresh drivers for one reader; LLRP ones read the reader's profile at each call."""
+    """A maker of fresh drivers for one reader; LLRP ones read the reader's profile at each call.
+
+    `scans` is the lane the broker link fills with MQTT scans (for an `mqtt-scanner` reader).
+    """
     if isinstance(reader, ReplayReader):
         epoch_s = replay_epochs.get(reader.id, clock())
 
@@ -89,7 +95,26 @@ def driver_factory(
         )
     if isinstance(reader, LlrpReader):
         return _llrp_factory(reader, profiles, clock)
+    if isinstance(reader, MqttScanner) and scans is not None:
+        from gateway.readers.mqtt import MqttScannerDriver  # noqa: PLC0415
+
+        lane = scans
+        return lambda: MqttScannerDriver(
+            reader.id,
+            reader.station,
+            lane,
+            device_stations=reader.device_stations,
+            max_scan_chars=reader.max_scan_chars,
+            clock=clock,
+        )
     raise GatewayError(f"no driver for reader kind {reader.kind}")
+
+
+def scan_lane(config: Config) -> InboundLane[Delivery] | None:
+    """The lane from the broker link to the `mqtt-scanner` reader, if one is configured."""
+    if any(isinstance(reader, MqttScanner) for reader in config.readers):
+        return InboundLane()
+    return None
 
 
 def make_renderer(config: Config) -> Callable[[Movement, int], bytes]:

@@ -18,7 +18,15 @@ from gateway.daemon import Daemon
 from gateway.demo.announce import announce
 from gateway.demo.broker import Broker, choose_broker
 from gateway.demo.screen import keys, watch
-from gateway.demo.script import HANDHELDS, STATIONS, Show, chaos, handhelds
+from gateway.demo.script import (
+    HANDHELDS,
+    MQTT_HANDHELD,
+    STATIONS,
+    MqttHandheld,
+    Show,
+    chaos,
+    handhelds,
+)
 from gateway.logs import configure_logging
 from gateway.readers.llrp.scenario import Scenario, returns_door_scenario
 from gateway.readers.llrp.simulator import LlrpSimulator
@@ -78,10 +86,14 @@ async def _demo(
                 WmsSink(broker.host, broker.port, work / "wms.sqlite3", group=f"demo-{os.getpid()}")
             )
         daemon = Daemon(config, install_signals=True)
+        mqtt = None
+        if not broker.offline:
+            topic = f"{daemon.config.mqtt.topic_prefix}/{config.gateway.site}/{config.gateway.id}"
+            mqtt = MqttHandheld(broker, f"{topic}/scans/{MQTT_HANDHELD}")
         run_task = asyncio.create_task(daemon.run(), name="daemon")
         helpers = [
             asyncio.create_task(announce(daemon, sink, scenario, show), name="announce"),
-            asyncio.create_task(handhelds(scanner_port, show), name="handhelds"),
+            asyncio.create_task(handhelds(scanner_port, show, mqtt), name="handhelds"),
             asyncio.create_task(keys(broker, simulator, show), name="keys"),
         ]
         if with_chaos:
@@ -215,6 +227,12 @@ def _demo_config(
                 "listen": f"127.0.0.1:{scanner_port}",
                 "station": "door-3",
                 "device_stations": HANDHELDS,
+            },
+            # The recycling handheld publishes over MQTT while a broker answers.
+            {
+                "kind": "mqtt-scanner",
+                "id": "handhelds-mqtt",
+                "device_stations": {MQTT_HANDHELD: HANDHELDS[MQTT_HANDHELD]},
             },
         ],
     }

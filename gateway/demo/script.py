@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 
 from gateway.demo.broker import Broker
 from gateway.domain.barcodes import gs1_check_digit
+from gateway.errors import BrokerUnavailable
 from gateway.readers.llrp.scenario import Fault
 from gateway.readers.llrp.simulator import LlrpSimulator
+from gateway.sync.mqtt import MqttLink
+from gateway.sync.settings import LinkSettings
 
 STATIONS = [
     {"id": "door-3", "kind": "receiving"},
@@ -24,6 +27,8 @@ HANDHELDS = {
     "hh-restock": "restock-1",
     "hh-recycle": "recycle-1",
 }
+# The recycling handheld speaks MQTT (an `mqtt-scanner` reader); over TCP while no broker answers.
+MQTT_HANDHELD = "hh-recycle"
 SCANS_PER_S = 4.0
 MAX_EVENTS_SHOWN = 6
 DISPOSITIONS = ("RESTOCK", "REPAIR", "RECYCLE", "RESTOCK", "DISPOSE")
@@ -45,7 +50,46 @@ class Show:
         self.events = [*self.events, line][-MAX_EVENTS_SHOWN:]
 
 
-async def handhelds(port: int, show: Show) -> None:
+class MqttHandheld:
+    """A handheld that publishes each scan at QoS 1 to `scans/{device}`; reconnects on demand."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._link: MqttLink | None = None
+
+    async def send(self, data: str) -> bool:
+        """Publish one scan; False when no broker answers (the caller sends it another way)."""
+        link = self._link
+        if link is None or not link.connected:
+            link = MqttLink(
+                LinkSettings(
+                    self._broker.host,
+                    self._broker.port,
+                    f"demo-{MQTT_HANDHELD}",
+                    session_expiry_s=0,
+                    connect_timeout_s=1.0,
+                ),
+                lambda _event: None,
+            )
+            try:
+                await link.connect()
+            except BrokerUnavailable:
+                return False
+            self._link = link
+        try:
+            link.publish(self._topic, data.encode(), qos=1)
+        except BrokerUnavailable:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Disconnect, if connected."""
+        if self._link is not None:
+            await self._link.disconnect()
+
+
+async def handhelds(port: int, show: Show, mqtt: MqttHandheld | None = None) -> None:
     """Four handhelds: RMAs and untagged items at the door, then bench, restock and recycling."""
     await asyncio.sleep(1.0)
     writers: dict[str, asyncio.StreamWriter] = {}
@@ -55,13 +99,16 @@ async def handhelds(port: int, show: Show) -> None:
             writer.write(f"device:{device}\r\n".encode())
             writers[device] = writer
         for device, data in scan_script():
-            writers[device].write(f"{data}\r\n".encode())
-            await writers[device].drain()
+            if device != MQTT_HANDHELD or mqtt is None or not await mqtt.send(data):
+                writers[device].write(f"{data}\r\n".encode())
+                await writers[device].drain()
             show.scans_sent += 1
             await asyncio.sleep(1 / SCANS_PER_S)
     finally:
         for writer in writers.values():
             writer.close()
+        if mqtt is not None:
+            await mqtt.close()
 
 
 def script_item(n: int) -> tuple[str, str]:

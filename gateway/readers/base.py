@@ -30,6 +30,19 @@ class ReaderHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """What identifies a broker's delivery across a redelivery: its packet id and a digest.
+
+    The journal records it with the event, in the same transaction; a delivery flagged `dup`
+    whose (mid, digest) is recorded is acknowledged again and not journaled twice.
+    """
+
+    mid: int
+    digest: bytes
+    dup: bool
+
+
+@dataclass(frozen=True, slots=True)
 class WithAck:
     """An event its source acknowledges (an MQTT PUBACK) only once the journal holds it.
 
@@ -39,13 +52,14 @@ class WithAck:
 
     event: RawEvent
     ack: Callable[[], None]
+    receipt: Receipt | None = None
 
 
 ReaderItem = RawEvent | InputHeard | WithAck
 """What `events()` yields: an event, an event to acknowledge once journaled, or a heard mark."""
 
 Ack = Callable[[], None]
-Sink = Callable[[RawEvent | InputHeard, Ack | None], Awaitable[None]]
+Sink = Callable[[RawEvent | InputHeard, Ack | None, Receipt | None], Awaitable[None]]
 """Where the supervisor hands items: waits while the journal's queue is full (backpressure)."""
 
 

@@ -90,7 +90,7 @@ async def supervise_reader(
     while True:
         outcome, connected = await _session(make_driver, slot, sink, attempt)
         # After its last read: the ended session holds no visit open any more.
-        await sink(InputHeard(slot.reader, None), None)
+        await sink(InputHeard(slot.reader, None), None, None)
         if connected:
             attempt = 0
         if outcome == "done":
@@ -171,9 +171,9 @@ async def _consume_until_restart(driver: ReaderDriver, slot: ReaderSlot, sink: S
     async def consume() -> None:
         async for item in driver.events():
             if isinstance(item, WithAck):
-                await sink(item.event, item.ack)
+                await sink(item.event, item.ack, item.receipt)
             else:
-                await sink(item, None)
+                await sink(item, None, None)
 
     consumer = asyncio.create_task(consume(), name=f"reader-events:{slot.reader}")
     restart = asyncio.create_task(

@@ -27,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.logs import get_logger
 from gateway.runtime.backoff import Backoff
+from gateway.runtime.inbound import Delivery, InboundLane
 from gateway.sync.acks import AckIds, parse_ack
 from gateway.sync.control import Control, ControlQueue, offline_status, online_status
 from gateway.sync.inbox import Inbox
@@ -51,7 +52,7 @@ __all__ = ["Forwarder", "ForwarderStats", "IncomingMessage", "OutboxRowLike", "O
 _log = get_logger("forwarder")
 
 IncomingMessage = Message
-"""A message on `cmd/+` or `scans/+` (topic, payload, MQTT 5 response topic, correlation data)."""
+"""A message on `cmd/+` or the site's announcements (topic, payload, MQTT 5 response topic, ...)."""
 
 STABLE_CONNECTION_S = 5.0
 # An attempt number past any cap: Backoff.delay_s gives the longest delay, jittered.
@@ -76,6 +77,8 @@ class ForwarderStats:
     bad_acks: int = 0
     reconnects: int = 0
     messages_dropped: int = 0
+    messages_unexpected: int = 0
+    incoming_waiting: int = 0
     last_error: str | None = None
     window: int = 0
     inflight: int = 0
@@ -97,6 +100,7 @@ class Forwarder:
         *,
         health: Callable[[], dict[str, object]],
         on_message: Callable[[IncomingMessage], Awaitable[None]] | None = None,
+        scans: InboundLane[Delivery] | None = None,
         on_published: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -116,7 +120,7 @@ class Forwarder:
         self._acks = WmsAcks()
         self._marks = MarkBatch()
         self._control = ControlQueue(topics)
-        self._inbox = Inbox(on_message) if on_message is not None else None
+        self._inbox = Inbox(topics, on_message, scans)
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -136,6 +140,9 @@ class Forwarder:
         stats.unacked = len(self._acks)
         stats.window = self._window.size
         stats.delivered = self._marks.delivered
+        stats.messages_dropped = self._inbox.dropped
+        stats.messages_unexpected = self._inbox.unexpected
+        stats.incoming_waiting = self._inbox.waiting()
         return stats
 
     def refresh_status(self) -> None:
@@ -159,15 +166,11 @@ class Forwarder:
                 "count only what the WMS acknowledged",
             )
         async with asyncio.TaskGroup() as group:
-            inbox = self._inbox
-            dispatcher = None
-            if inbox is not None:
-                dispatcher = group.create_task(inbox.run(), name="forwarder-dispatch")
+            dispatcher = group.create_task(self._inbox.run(), name="forwarder-dispatch")
             try:
                 await self._connect_loop()
             finally:
-                if dispatcher is not None:
-                    dispatcher.cancel()
+                dispatcher.cancel()
 
     async def stop(self) -> None:
         """Publish the retained `offline` status, disconnect cleanly, flush marks; within 2 s."""
@@ -238,7 +241,8 @@ class Forwarder:
             will = Will(self._topics.status, offline_status(self._topics), qos=1, retain=True)
             host, port = self._servers.current
             link_settings = dataclasses.replace(settings.link, will=will, host=host, port=port)
-            link = MqttLink(link_settings, self._handler(self._generation))
+            # Messages can come with the CONNACK, before the session starts: the inbox acks them.
+            link = self._inbox.link = MqttLink(link_settings, self._handler(self._generation))
             try:
                 await link.connect()
             except BrokerUnavailable as exc:
@@ -304,9 +308,7 @@ class Forwarder:
         self._acks.link_started()
         self._control.link_started()
         try:
-            topics = self._topics
-            filters = [topics.ack, topics.cmd_filter, topics.scans_filter]
-            filters.append(topics.site_expected_returns)
+            filters = self._inbox.filters
             codes = await link.subscribe(filters)
             for topic, code in zip(filters, codes, strict=False):
                 if code >= 0x80:
@@ -471,13 +473,11 @@ class Forwarder:
 
     def _on_link_message(self, message: Message) -> None:
         if message.topic != self._topics.ack:
-            inbox = self._inbox
-            if inbox is not None and not inbox.offer(message):
-                self._stats.messages_dropped += 1
-                _log.warning(
-                    "incoming_message_dropped", topic=message.topic[:200], reason="queue full"
-                )
+            self._inbox.route(message)
             return
+        # WMS acks are idempotent and only change memory here (marks are written in batches):
+        # acknowledged at once.
+        self._inbox.acknowledge(message)
         try:
             ack = parse_ack(message.payload)
         except InputError as exc:

@@ -10,6 +10,11 @@ caller makes a new link to reconnect.
 MQTT 3.1.1 has no properties: no reason code on PUBACK (a broker that refuses a publish closes
 the connection), no Receive Maximum, no response topic, and no session expiry (the session is
 persistent by client id: clean session off unless `session_expiry_s` is 0).
+
+Incoming QoS 1 messages are acknowledged by the caller (`ack`), never by paho on arrival: the
+PUBACK says the gateway keeps the message, so it goes only once the message is journaled or
+applied. MQTT 5 bounds how many the broker sends unacknowledged with the Receive Maximum sent on
+CONNECT; a 3.1.1 broker applies its own in-flight limit (mosquitto `max_inflight_messages`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import ssl
 import threading
@@ -44,6 +50,7 @@ MISC_INTERVAL_S = 1.0
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 # What paho reports when an MQTT 5 CONNECT gets a 3.1.1 CONNACK "unacceptable protocol version".
 UNSUPPORTED_PROTOCOL = 0x84
+_link_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +73,17 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message from a subscription, with its MQTT 5 request/response properties."""
+    """A message from a subscription, with its MQTT 5 request/response properties.
+
+    `link` numbers the connection it came on: its PUBACK (`MqttLink.ack`) may go only there.
+    """
 
     topic: str
     payload: bytes
+    mid: int = 0
+    qos: int = 0
+    dup: bool = False
+    link: int = 0
     response_topic: str | None = None
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = ()
@@ -90,6 +104,7 @@ class MqttLink:
 
     def __init__(self, settings: LinkSettings, on_event: Callable[[LinkEvent], None]) -> None:
         self.settings = settings
+        self.number = next(_link_numbers)
         self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self.session_present = False
         self._on_event = on_event
@@ -123,8 +138,10 @@ class MqttLink:
         client = self._client = _new_client(settings, self._paho_errors.logger)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
-        client.on_publish = self._paho_publish
         on_event = self._on_event
+        client.on_publish = lambda _c, _u, mid, reason, _p: on_event(
+            Published(mid, reason.value, reason.value < 0x80)
+        )
         client.on_row_ack = lambda mid, reason: on_event(Published(mid, reason, reason < 0x80))
         client.on_message = self._paho_message
         client.on_subscribe = self._paho_subscribe
@@ -212,6 +229,20 @@ class MqttLink:
             client.loop_write()
         except OSError as exc:
             self.abort(f"write failed: {exc}")
+
+    def ack(self, message: Message) -> bool:
+        """PUBACK a QoS 1 message that came on this link; False (nothing sent) if it cannot be.
+
+        A message of an earlier link, or one that arrives while this link is down, is not acked:
+        the broker sends it again, with DUP set, on the next connection of the session.
+        """
+        client = self._client
+        if message.qos == 0:
+            return True
+        # Not `connected`: messages may come with the CONNACK, before connect() has returned.
+        if message.link != self.number or client is None or self._gone or client.socket() is None:
+            return False
+        return client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
         """Subscribe and wait for SUBACK; return one reason code per filter (>= 0x80 refused)."""
@@ -405,17 +436,6 @@ class MqttLink:
             text = f"{text}: {detail}"
         self._on_loop(lambda: self._lost(text))
 
-    def _paho_publish(
-        self,
-        _client: paho.Client,
-        _userdata: Any,
-        mid: int,
-        reason: ReasonCode,
-        _properties: Any,
-    ) -> None:
-        value = reason.value
-        self._on_event(Published(mid, value, value < 0x80))
-
     def _paho_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             topic = msg.topic
@@ -429,6 +449,10 @@ class MqttLink:
             Message(
                 topic=topic,
                 payload=bytes(msg.payload),
+                mid=int(msg.mid),
+                qos=int(msg.qos),
+                dup=bool(msg.dup),
+                link=self.number,
                 response_topic=response_topic if isinstance(response_topic, str) else None,
                 correlation_data=bytes(correlation) if correlation is not None else None,
                 user_properties=tuple((str(k), str(v)) for k, v in user),
@@ -491,6 +515,8 @@ def _new_client(settings: LinkSettings, paho_logger: logging.Logger) -> LinkClie
         # 3.1.1 has no session expiry: a persistent session is kept by client id.
         clean_session=(settings.session_expiry_s == 0) if v311 else None,
         reconnect_on_failure=False,
+        # A PUBACK promises the message is kept: `MqttLink.ack` sends it once it is.
+        manual_ack=True,
     )
     # Our window caps what is in flight; 0 stops paho from queueing or scanning its own list.
     client.max_inflight_messages_set(0)
@@ -522,6 +548,8 @@ def _blocking_connect(client: paho.Client, settings: LinkSettings) -> None:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = settings.session_expiry_s
             properties.MaximumPacketSize = settings.max_packet_bytes
+            # What the broker may send before our PUBACKs: bounds what the daemon holds.
+            properties.ReceiveMaximum = settings.receive_maximum
             client.connect(
                 settings.host,
                 settings.port,

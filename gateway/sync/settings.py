@@ -12,6 +12,7 @@ SESSION_EXPIRY_S = 3600
 
 Protocol = Literal["5", "3.1.1"]
 MAX_PACKET_BYTES = 8 * 1024 * 1024
+RECEIVE_MAXIMUM = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class LinkSettings:
     connect_timeout_s: float = 10.0
     session_expiry_s: int = SESSION_EXPIRY_S
     max_packet_bytes: int = MAX_PACKET_BYTES
+    # MQTT 5: incoming QoS 1 messages the broker may send before we acknowledge them.
+    receive_maximum: int = RECEIVE_MAXIMUM
     # 3.1.1 has no properties: no session expiry (clean session off unless it is 0), no reason
     # codes on PUBACK, no Receive Maximum, no response topic.
     protocol: Protocol = "5"

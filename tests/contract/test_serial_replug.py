@@ -14,7 +14,7 @@ import pytest
 
 from gateway.domain.events import BarcodeScan, InputHeard, RawEvent
 from gateway.errors import ReaderUnavailable
-from gateway.readers.base import Ack
+from gateway.readers.base import Ack, Receipt
 from gateway.readers.serial import SerialScannerDriver
 from gateway.runtime.backoff import Backoff
 from gateway.runtime.supervisor import ReaderSlot, supervise_reader
@@ -102,7 +102,9 @@ async def test_supervisor_reconnects_a_replugged_scanner(tmp_path: Path) -> None
         done = asyncio.Event()
         first_seen = asyncio.Event()
 
-        async def sink(event: RawEvent | InputHeard, _ack: Ack | None) -> None:
+        async def sink(
+            event: RawEvent | InputHeard, _ack: Ack | None, _receipt: Receipt | None
+        ) -> None:
             if isinstance(event, InputHeard):
                 return  # the session ended: nothing of a scanner's to close
             assert isinstance(event, BarcodeScan)

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from structlog.testing import capture_logs
 
 from gateway.config import MqttSection
+from gateway.runtime.inbound import Delivery, InboundLane
 from gateway.sync.forwarder import Forwarder, IncomingMessage
 from gateway.sync.mqtt import LinkEvent, MqttLink, Published
 from gateway.sync.settings import LinkSettings
@@ -137,6 +138,7 @@ def _forwarder(
     outbox: SqliteOutbox,
     section: MqttSection,
     on_message: Callable[[IncomingMessage], Awaitable[None]] | None = None,
+    scans: InboundLane[Delivery] | None = None,
 ) -> Forwarder:
     return Forwarder(
         outbox,
@@ -144,6 +146,7 @@ def _forwarder(
         TOPICS,
         health=lambda: {"buffer": {"pending": outbox.undelivered()}},
         on_message=on_message,
+        scans=scans,
     )
 
 
@@ -451,7 +454,8 @@ async def test_commands_reach_the_handler_and_replies_use_the_response_topic(
         if name is not None:
             await forwarder.reply(message, name, b'{"ok": true}')
 
-    forwarder = _forwarder(outbox, _section(broker.port), on_message=handle)
+    scans: InboundLane[Delivery] = InboundLane()
+    forwarder = _forwarder(outbox, _section(broker.port), on_message=handle, scans=scans)
 
     def request() -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -484,11 +488,14 @@ async def test_commands_reach_the_handler_and_replies_use_the_response_topic(
             await _until(lambda: forwarder.stats.inflight == 0, 5, "birth acknowledged")
             await asyncio.to_thread(request)
             await asyncio.to_thread(publish, broker.port, f"{BASE}/scans/handheld-1", b"RMA-1")
-            await _until(lambda: len(replies) >= 2 and len(got) >= 2, 10, "replies")
+            await _until(lambda: len(replies) >= 2 and len(scans) == 1, 10, "replies and a scan")
     finally:
         listener.disconnect()
         listener.loop_stop()
-    assert {m.topic for m in got} == {TOPICS.cmd("replay"), f"{BASE}/scans/handheld-1"}
+    # Scans go to the reader's lane, commands to the handler.
+    assert [m.topic for m in got] == [TOPICS.cmd("replay")]
+    scan = await scans.get()
+    assert (scan.sender, scan.payload, scan.qos) == ("handheld-1", b"RMA-1", 1)
     command = next(m for m in got if m.topic == TOPICS.cmd("replay"))
     assert command.response_topic == "wms/replies/1"
     assert command.correlation_data == b"corr-42"

@@ -322,7 +322,6 @@ def test_ten_tcp_handhelds_and_one_mqtt_handheld_get_the_right_context(tmp_path:
     stations = [{"id": f"st-{n}", "kind": STATION_KINDS[n % 4]} for n in range(10)]
     stations.append({"id": "st-mqtt", "kind": "receiving"})
     device_stations = {f"hh-{n}": f"st-{n}" for n in range(10)}
-    device_stations["hh-mqtt"] = "st-mqtt"
     scripts = [_handheld_script(n, STATION_KINDS[n % 4], 1000 + 10 * n) for n in range(10)]
     mqtt_lines, mqtt_expected = _handheld_script(99, "receiving", 5000)
     for movement in mqtt_expected:
@@ -340,7 +339,12 @@ def test_ten_tcp_handhelds_and_one_mqtt_handheld_get_the_right_context(tmp_path:
                     "listen": f"127.0.0.1:{port}",
                     "station": "st-0",
                     "device_stations": device_stations,
-                }
+                },
+                {
+                    "kind": "mqtt-scanner",
+                    "id": "mqtt-handhelds",
+                    "device_stations": {"hh-mqtt": "st-mqtt"},
+                },
             ],
         )
         collector = Collector(broker.port, [f"{BASE}/movements"]).start()

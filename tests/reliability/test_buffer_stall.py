@@ -258,12 +258,12 @@ async def test_a_fault_that_will_not_pass_ends_the_run_with_one_line_and_exit_1(
     committed: list[int] = []
     real_append = Transactions.append
 
-    def append(self: Transactions, events: list[Any]) -> Any:
+    def append(self: Transactions, events: list[Any], seen: list[Any]) -> Any:
         if len(committed) >= 3:
             exc = sqlite3.OperationalError("database or disk is full")
             exc.sqlite_errorcode = 13
             raise exc
-        outcome = real_append(self, events)
+        outcome = real_append(self, events, seen)
         committed.append(len(events))
         return outcome
 

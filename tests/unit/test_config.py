@@ -85,6 +85,22 @@ def _base() -> dict[str, object]:
         (lambda c: c["readers"][0].update(kind="telepathy"), "readers.0", "kind"),
         (lambda c: c["readers"][0].update(rate_per_s=0), "readers.0.rate_per_s", "greater than"),
         (lambda c: c.update(buffer={"max_bytes": 10}), "buffer.max_bytes", "greater"),
+        (lambda c: c.update(mqtt={"receive_maximum": 0}), "mqtt.receive_maximum", "greater"),
+        (lambda c: c.update(mqtt={"receive_maximum": 65536}), "mqtt.receive_maximum", "less"),
+        (
+            lambda c: c["readers"].append(
+                {"kind": "mqtt-scanner", "id": "m", "device_stations": {"hh-1": "nowhere"}}
+            ),
+            "readers.1.device_stations.hh-1",
+            "no station",
+        ),
+        (
+            lambda c: c["readers"].extend(
+                [{"kind": "mqtt-scanner", "id": "m"}, {"kind": "mqtt-scanner", "id": "n"}]
+            ),
+            "readers.2.kind",
+            "one mqtt-scanner",
+        ),
     ],
 )
 def test_bad_config_names_the_key(change: object, key: str, reason: str) -> None:
@@ -103,6 +119,16 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     bad.write_text("[gateway\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_an_mqtt_scanner_needs_no_station_and_receive_maximum_reaches_the_link() -> None:
+    raw = _base()
+    raw["readers"] = [{"kind": "mqtt-scanner", "id": "m"}]
+    raw["mqtt"] = {"receive_maximum": 7}
+    config = parse_config(raw)
+    assert config.readers[0].station is None
+    assert config.mqtt.forwarder_settings("c").link.receive_maximum == 7
+    assert parse_config(_base()).mqtt.forwarder_settings("c").link.receive_maximum == 32
 
 
 def test_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -197,6 +197,41 @@ async def test_an_add_again_keeps_what_arrived(tmp_path: Path) -> None:
     assert (stats.open_rmas, stats.open_lines) == (0, 0)
 
 
+async def test_an_announcement_delivered_again_resets_no_line_partly_received(
+    tmp_path: Path,
+) -> None:
+    # Issue 20: the broker redelivers an announcement whose PUBACK a crash cut off.
+    other = "urn:epc:id:sgtin:0614141.812345.6790"
+    command = {"rmas": [{"rma": "R", "items": [{"epc": EPC}, {"epc": other}]}]}
+
+    async def body(store: ExpectedStore, buffer: Buffer) -> tuple[Any, ...]:
+        await store.announce(command)
+        registry = ExpectedReturns(track_updates=True)
+        keys = set(lookup_keys(Item(epc=EPC)))
+        fetched = await store.fetch(keys, keys, None)
+        registry.load(fetched.rmas, fetched.keys)
+        match = registry.match(Item(epc=EPC))
+        assert match is not None
+        registry.receive(match, EPC, serialised=True)
+        updates = registry.take_updates()
+        await buffer.run_transaction(lambda conn: write_updates(conn, updates))
+        before = await store.stats()
+        result = await store.announce(command)
+        lines = await buffer.run_transaction(
+            lambda conn: conn.execute(
+                "SELECT received FROM expected_lines ORDER BY line"
+            ).fetchall(),
+            read=True,
+        )
+        return before, await store.stats(), result, lines
+
+    before, after, result, lines = await with_store(tmp_path / "b.sqlite3", body)
+    assert result["accepted"] == 1
+    assert (after.rmas, after.open_rmas, after.lines, after.open_lines) == (1, 1, 2, 1)
+    assert after.as_dict() == before.as_dict()
+    assert lines == [(1,), (0,)]
+
+
 async def test_a_registry_in_an_old_snapshot_moves_into_the_buffer_with_what_arrived(
     tmp_path: Path,
 ) -> None:
