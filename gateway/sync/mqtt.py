@@ -45,6 +45,9 @@ _log = get_logger("mqtt")
 
 DEFAULT_RECEIVE_MAXIMUM = 65535
 MISC_INTERVAL_S = 1.0
+# Payload bytes of unacknowledged incoming messages past which the socket is not read either:
+# a few large announcements must not take the memory that receive_maximum small ones would.
+HELD_BYTES_MAX = 16 * 1024 * 1024
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
@@ -119,6 +122,11 @@ class MqttLink:
         self._connected = False
         self._gone = False
         self._closed = asyncio.Event()
+        # QoS 1 messages handed on and not yet acknowledged; past receive_maximum the socket is
+        # not read (see `_hold`), so a broker that sends more than it was told cannot flood us.
+        self._held = 0
+        self._held_bytes = 0
+        self._reading_paused = False
         self._paho_errors = _LastError()
 
     @property
@@ -242,7 +250,18 @@ class MqttLink:
         # Not `connected`: messages may come with the CONNACK, before connect() has returned.
         if message.link != self.number or client is None or self._gone or client.socket() is None:
             return False
-        return client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
+        if client.ack(message.mid, message.qos) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        self._held = max(0, self._held - 1)
+        self._held_bytes = max(0, self._held_bytes - len(message.payload))
+        if self._reading_paused and not self._holding_enough():
+            self._resume_reading()
+        return True
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether the socket is not read: receive_maximum messages wait for their PUBACK."""
+        return self._reading_paused
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
         """Subscribe and wait for SUBACK; return one reason code per filter (>= 0x80 refused)."""
@@ -328,6 +347,34 @@ class MqttLink:
 
         self._on_loop(done_writing)
 
+    def _hold(self, size_b: int) -> None:
+        """Count a QoS 1 message handed on; at receive_maximum (or HELD_BYTES_MAX) stop reading.
+
+        The broker should never send more than the Receive Maximum of CONNECT (MQTT 5), but
+        mosquitto 2.0.11 gives back two of its send quota for each PUBACK, and MQTT 3.1.1 has no
+        such limit at all. Not reading leaves the rest in the broker and in TCP's window.
+        """
+        self._held += 1
+        self._held_bytes += size_b
+        if self._holding_enough() and not self._reading_paused:
+            self._reading_paused = True
+            if self._loop is not None and self._fd >= 0:
+                self._loop.remove_reader(self._fd)
+            _log.debug("mqtt_reading_paused", held=self._held)
+
+    def _holding_enough(self) -> bool:
+        return self._held >= self.settings.receive_maximum or self._held_bytes >= HELD_BYTES_MAX
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        loop = self._loop
+        if loop is None or self._fd < 0 or self._gone:
+            return
+        loop.add_reader(self._fd, self._readable)
+        # Bytes already read but not parsed are never reported by the selector again.
+        loop.call_soon(self._readable)
+        _log.debug("mqtt_reading_resumed", held=self._held)
+
     def _unwatch(self) -> None:
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
@@ -350,7 +397,7 @@ class MqttLink:
             # paho parses at most one packet a call for each message it has in flight, and the
             # rows are not among them: go on while bytes wait (every call consumes some).
             tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
-            while sock is not None and client.socket() is sock:
+            while sock is not None and client.socket() is sock and not self._reading_paused:
                 if not client.buffered() and (tls_sock is None or not tls_sock.pending()):
                     break
                 client.loop_read()
@@ -445,6 +492,8 @@ class MqttLink:
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
         user = getattr(props, "UserProperty", None) or []
+        if msg.qos > 0:
+            self._hold(len(msg.payload))
         self._on_event(
             Message(
                 topic=topic,

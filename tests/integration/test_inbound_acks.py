@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSection, load_config
 from gateway.daemon.lifecycle import Daemon
-from gateway.errors import BufferUnavailable
+from gateway.errors import GatewayError
 from gateway.readers.mqtt import delivery_digest
 from gateway.runtime.inbound import Delivery, InboundLane
 from gateway.runtime.loopback import free_port
@@ -101,7 +101,8 @@ async def test_a_command_whose_handling_fails_is_not_acked_and_comes_again(
 
     async def failing(message: IncomingMessage) -> None:
         got.append(message)
-        raise BufferUnavailable("buffer.sqlite3", "disk I/O error")
+        # Not the buffer: a buffer that fails for good ends the run (a stall is waited out).
+        raise GatewayError("the profile switch failed half-way")
 
     async def working(message: IncomingMessage) -> None:
         got.append(message)
@@ -136,6 +137,28 @@ async def test_the_broker_sends_no_more_than_the_receive_maximum_before_our_acks
             delivery.ack()
             taken.append(delivery.payload)
     assert taken == [f"scan-{i}".encode() for i in range(20)], "in order, each once"
+
+
+async def test_never_more_held_than_the_receive_maximum_whatever_the_broker_sends(
+    broker: Mosquitto,
+) -> None:
+    # mosquitto 2.0.11 gives back two of its send quota for each PUBACK: without the link's own
+    # limit, a slow consumer that acks one at a time is sent more and more.
+    scans: InboundLane[Delivery] = InboundLane()
+    async with _running(_forwarder(broker.port, scans=scans, receive_maximum=5)):
+        await asyncio.to_thread(_publish_many, broker.port, 40)
+        await _until(lambda: len(scans) == 5, 10, "the first five")
+        taken: list[bytes] = []
+        held_most = 0
+        while len(taken) < 40:
+            async with asyncio.timeout(10):
+                delivery = await scans.get()
+            delivery.ack()
+            taken.append(delivery.payload)
+            await asyncio.sleep(0.05)  # a slow consumer: the broker has time to send more
+            held_most = max(held_most, len(scans))
+    assert held_most <= 5, f"{held_most} messages held past a Receive Maximum of 5"
+    assert taken == [f"scan-{i}".encode() for i in range(40)], "in order, each once"
 
 
 def _publish_many(port: int, count: int) -> None:

@@ -105,11 +105,13 @@ def test_a_million_rmas_in_500_messages_keep_memory_flat(tmp_path: Path, broker:
             args=(broker.port, f"{BASE}/cmd/expected-returns", payloads),
         )
         publisher.start()
-        replies.wait_for(lambda c: len(c.received()) >= MESSAGES, 400, f"{MESSAGES} replies")
+        replies.wait_for(
+            lambda c: len(c.received("/expected-returns")) >= MESSAGES, 400, f"{MESSAGES} replies"
+        )
         took_s = time.monotonic() - started
         publisher.join(60)
         peak_mb = _peak_rss_mb(daemon.proc.pid)
-        answers: list[dict[str, Any]] = [r.json() for r in replies.received()]
+        answers: list[dict[str, Any]] = [r.json() for r in replies.received("/expected-returns")]
         assert daemon.alive()
     stats = run_gateway("expected", "stats", "--config", str(config))
     assert stats.returncode == 0, stats.stderr
