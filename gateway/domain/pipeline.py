@@ -153,7 +153,12 @@ class Pipeline:
             return []
         if wall_s is not None and abs(wall_s - now_s) <= LIVE_WINDOW_S:
             now_s = max(now_s, wall_s)
-        if horizon_s is not None:
+        if horizon_s is not None and wall_s is not None:
+            # The horizon is gateway time, event time the readers': a reader's clock set ahead (or
+            # a simulator run fast) puts events ahead of the gateway's clock. Event time may go
+            # as far as the horizon lags the gateway's clock behind now, no further.
+            now_s -= max(0.0, wall_s - horizon_s)
+        elif horizon_s is not None:
             now_s = min(now_s, horizon_s)
         movements: list[Movement] = []
         for station_id, tracker in self._trackers.items():
