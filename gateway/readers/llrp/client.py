@@ -17,6 +17,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -123,8 +124,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         # What the reader thread decoded from the current socket read, put as one Chunk.
         self._notices: list[Notice] = []
         self._reads = 0
-        # Read by the loop's silence check: a chunk being decoded means not silent.
-        self.decoding = False
+        # time.monotonic() when the thread last found its socket empty (the loop's silence
+        # check: a thread that has not looked since cannot tell a silent reader).
+        self.idle_seen_mono = 0.0
         self.bytes_received = 0
         self.refused_reads = 0  # read after the driver closed the bridge: it will never get them
         self.add_tag_report_callback(lambda _r, tags: self._notice(("tags", tags)))
@@ -189,7 +191,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         while not self._stop_main_loop.is_set():
             # Stamped before looking: every byte that arrived by then is read and put already.
             heard_at_s = self._clock()
+            looked_mono = time.monotonic()
             if not poller.poll(0):
+                self.idle_seen_mono = looked_mono
                 self._bridge.put_mark(InputHeard(self._reader, heard_at_s))
                 if not poller.poll(idle_ms):
                     continue
@@ -199,11 +203,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 return
             received_at_s = self._clock()
             self.bytes_received += len(data)
-            self.decoding = True
             try:
                 self._frame_chunk(data)
             finally:
-                self.decoding = False
                 self._flush(received_at_s)
 
     def _notice(self, notice: Notice) -> None:
@@ -222,6 +224,8 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         chunk = Chunk(received_at_s, tuple(self._notices), self._reads)
         self._notices = []
         self._reads = 0
+        if not chunk.reads and self._bridge.closed:
+            return  # keepalives and the like, for a driver that has gone: nothing lost
         # Refused: the driver is gone (it counts these as lost); keep reading so that a polite
         # stop still gets its replies.
         if not self._bridge.put(chunk, max(1, chunk.reads)):

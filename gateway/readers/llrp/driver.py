@@ -9,7 +9,8 @@ with them, heard marks (`InputHeard`): the time before which every read the read
 hand, so the pipeline closes visits only on time it has heard.
 What sllurp does not do for us, and how we make up for it:
 - it never notices a silent reader: we watch KEEPALIVEs and reads and give up after two intervals
-  (heard marks are no sign of life: they only say the socket was idle);
+  (heard marks are no sign of life), once the reader thread has found its socket empty since, so
+  a frozen or starved process, or a report of thousands of tags being decoded, is no silence;
 - its reader thread dies silently when a decoder raises (struct.error on dx101_e's events): our
   client frames the stream itself and skips a frame that fails to decode, counting it;
 - `disconnect()` waits for replies that a dead reader never sends: bounded, then a hard close;
@@ -45,6 +46,8 @@ from gateway.readers.llrp.tag_reports import ReportedTag
 from gateway.runtime.bridge import ThreadBridge
 
 _log = get_logger("llrp")
+# An overdue silence check waits this long for the reader thread to look at its socket again.
+_SILENCE_RECHECK_S = 0.1
 
 
 class LlrpDriver:
@@ -215,8 +218,13 @@ class LlrpDriver:
         """The next batch ([] when the wait timed out); ReaderUnavailable on a silent reader."""
         assert self._loop is not None
         silence_s = 2.0 * self._settings.keepalive_s
-        remaining = self._activity_s() + silence_s - self._loop.time()
-        if remaining <= 0:
+        deadline = self._last_activity + silence_s
+        remaining = deadline - self._loop.time()
+        if remaining <= 0 and not self._idle_since(deadline):
+            # Overdue, but the reader thread has not found its socket empty since: the process
+            # was frozen or starved, or a big chunk is being decoded. Let the thread look first.
+            remaining = _SILENCE_RECHECK_S
+        elif remaining <= 0:
             self._health.state = "silent"
             self._health.last_error = "no reads and no keepalive"
             _log.warning("reader_silent", reader=self._id, silence_s=silence_s)
@@ -317,16 +325,10 @@ class LlrpDriver:
         log = _log.warning if self.frame_errors == 1 else _log.debug
         log("llrp_frame_rejected", reader=self._id, what=what, reason=reason)
 
-    def _activity_s(self) -> float:
-        """When the reader last showed life, in loop time; bytes still being decoded count."""
+    def _idle_since(self, at_s: float) -> bool:
+        """Whether the reader thread found its socket empty at or after `at_s` (loop time)."""
         client = self._client
-        if client is None:
-            return self._last_activity
-        if client.decoding:
-            # A report of thousands of tags can take sllurp seconds: the reader is not silent.
-            assert self._loop is not None
-            return self._loop.time()
-        return self._last_activity
+        return client is None or client.idle_seen_mono >= at_s
 
     def _close_bridge(self) -> None:
         """Close the session's bridge; reads queued or taken but never yielded are lost."""
