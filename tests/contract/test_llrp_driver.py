@@ -422,7 +422,7 @@ async def test_heard_marks_follow_the_reads_before_them_and_advance_while_idle()
     stamps = [i.at_s for i in items]
     assert all(s is not None for s in stamps)
     assert stamps == sorted(stamps)  # type: ignore[type-var]
-    # While the reader sends nothing, marks keep coming (every 50 ms or so) and move on.
+    # While the reader sends nothing, marks keep coming (every 100 ms or so) and move on.
     assert idle_since is not None
     idle = [m.at_s for m in marks if m.at_s is not None and m.at_s >= idle_since]
     assert len(idle) >= 3

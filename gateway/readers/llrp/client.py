@@ -36,7 +36,7 @@ _HEADER_LEN: Final = 10
 # One socket read: a busy reader's backlog comes in a few reads, not thousands of 4 KiB ones.
 _CHUNK_BYTES: Final = 64 << 10
 # While the socket is idle, how often a heard mark tells the pipeline time has moved on.
-_IDLE_MARK_S: Final = 0.05
+_IDLE_MARK_S: Final = 0.1
 # A profile's power may fall between two entries of the reader's table; beyond this it is wrong.
 _POWER_TOLERANCE_DB: Final = 0.5
 _MAX_FRAME_BYTES: Final = (

@@ -244,7 +244,7 @@ class LlrpDriver:
         self._closing = False
 
     def _take(self, batch: list[BridgeItem]) -> None:
-        """Map a batch off the bridge into the pending queue; note what it tells of the reader."""
+        """Queue a batch off the bridge for `events()`; note what its notices tell of the reader."""
         pending = self._pending
         for item in batch:
             if isinstance(item, InputHeard):
