@@ -164,6 +164,7 @@ class ThreadBridge(Generic[T]):
         lost = self._weight
         self._items = []
         self._weight = 0
+        self._cond.notify_all()  # another producer waiting for room must not wait forever
         self._count_lost_locked(lost, "event loop closed")
         return False
 
