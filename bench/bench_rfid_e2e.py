@@ -65,7 +65,7 @@ _PROFILE_GROUPS = (
     ("sllurp (socket loop, messages other than tag reports)", ("sllurp/",)),
     (
         "LLRP framing, lean tag-report decode, mapping",
-        ("llrp/tag_reports", "llrp/driver", "llrp/mapping"),
+        ("llrp/tag_reports", "llrp/client", "llrp/driver", "llrp/mapping"),
     ),
     ("SQLite (journal, outbox, checkpoint)", ("sqlite3", "aiosqlite", "gateway/buffer/")),
     ("MQTT (paho, forwarder)", ("paho/", "gateway/sync/")),

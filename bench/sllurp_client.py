@@ -23,7 +23,7 @@ from sllurp.llrp import LLRPReaderClient, LLRPReaderConfig
 
 # The same fields the daemon asks for. Only this dict comes from the gateway: the import is
 # done before the timing starts, and nothing of the gateway runs while reads are counted.
-from gateway.readers.llrp.driver import ALL_TAG_CONTENT
+from gateway.readers.llrp.client import ALL_TAG_CONTENT
 
 
 def main() -> int:

@@ -238,7 +238,10 @@ class PipelineFlow:
                 taken += 1 if events else 0
             if ack is not None:
                 ack()  # journaled, or refused and recorded as a gap: the source may let go
-        self._wakeup.set()
+        if any(not isinstance(item, InputHeard) for item, _, _ in batch):
+            # Marks alone wait for the next tick (25 ms at most): an idle reader's marks must
+            # not make the pipeline read the journal ten times a second.
+            self._wakeup.set()
 
     async def _drop_redelivered(self, batch: list[_Queued]) -> list[_Queued]:
         """The batch without the redeliveries already journaled; those are acknowledged again."""

@@ -39,15 +39,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.errors import BrokerRefused, BrokerUnavailable
 from gateway.logs import get_logger
 from gateway.sync.paho_client import LinkClient
+from gateway.sync.read_gate import ReadGate
 from gateway.sync.settings import LinkSettings, TlsSettings
 
 _log = get_logger("mqtt")
 
 DEFAULT_RECEIVE_MAXIMUM = 65535
 MISC_INTERVAL_S = 1.0
-# Payload bytes of unacknowledged incoming messages past which the socket is not read either:
-# a few large announcements must not take the memory that receive_maximum small ones would.
-HELD_BYTES_MAX = 16 * 1024 * 1024
 
 # CONNACK reasons that retrying with the same settings will not fix (MQTT 5, 3.2.2.2).
 _REFUSED_REASONS = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
@@ -122,11 +120,7 @@ class MqttLink:
         self._connected = False
         self._gone = False
         self._closed = asyncio.Event()
-        # QoS 1 messages handed on and not yet acknowledged; past receive_maximum the socket is
-        # not read (see `_hold`), so a broker that sends more than it was told cannot flood us.
-        self._held = 0
-        self._held_bytes = 0
-        self._reading_paused = False
+        self._gate = ReadGate(settings.receive_maximum)
         self._paho_errors = _LastError()
 
     @property
@@ -252,16 +246,8 @@ class MqttLink:
             return False
         if client.ack(message.mid, message.qos) != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
-        self._held = max(0, self._held - 1)
-        self._held_bytes = max(0, self._held_bytes - len(message.payload))
-        if self._reading_paused and not self._holding_enough():
-            self._resume_reading()
+        self._gate.gave(len(message.payload))
         return True
-
-    @property
-    def reading_paused(self) -> bool:
-        """Whether the socket is not read: receive_maximum messages wait for their PUBACK."""
-        return self._reading_paused
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
         """Subscribe and wait for SUBACK; return one reason code per filter (>= 0x80 refused)."""
@@ -320,7 +306,7 @@ class MqttLink:
             if self._loop is None or client.socket() is not sock or self._gone:
                 return
             self._fd = fd
-            self._loop.add_reader(self._fd, self._readable)
+            self._gate.attach(self._loop, self._fd, self._readable)
             self._misc = self._loop.call_later(MISC_INTERVAL_S, self._misc_tick)
 
         self._on_loop(watch)
@@ -347,38 +333,11 @@ class MqttLink:
 
         self._on_loop(done_writing)
 
-    def _hold(self, size_b: int) -> None:
-        """Count a QoS 1 message handed on; at receive_maximum (or HELD_BYTES_MAX) stop reading.
-
-        The broker should never send more than the Receive Maximum of CONNECT (MQTT 5), but
-        mosquitto 2.0.11 gives back two of its send quota for each PUBACK, and MQTT 3.1.1 has no
-        such limit at all. Not reading leaves the rest in the broker and in TCP's window.
-        """
-        self._held += 1
-        self._held_bytes += size_b
-        if self._holding_enough() and not self._reading_paused:
-            self._reading_paused = True
-            if self._loop is not None and self._fd >= 0:
-                self._loop.remove_reader(self._fd)
-            _log.debug("mqtt_reading_paused", held=self._held)
-
-    def _holding_enough(self) -> bool:
-        return self._held >= self.settings.receive_maximum or self._held_bytes >= HELD_BYTES_MAX
-
-    def _resume_reading(self) -> None:
-        self._reading_paused = False
-        loop = self._loop
-        if loop is None or self._fd < 0 or self._gone:
-            return
-        loop.add_reader(self._fd, self._readable)
-        # Bytes already read but not parsed are never reported by the selector again.
-        loop.call_soon(self._readable)
-        _log.debug("mqtt_reading_resumed", held=self._held)
-
     def _unwatch(self) -> None:
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
+        self._gate.detach()
         self._fd = -1
         self._watching_write = False
         if self._misc is not None:
@@ -397,7 +356,7 @@ class MqttLink:
             # paho parses at most one packet a call for each message it has in flight, and the
             # rows are not among them: go on while bytes wait (every call consumes some).
             tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
-            while sock is not None and client.socket() is sock and not self._reading_paused:
+            while sock is not None and client.socket() is sock and not self._gate.paused:
                 if not client.buffered() and (tls_sock is None or not tls_sock.pending()):
                     break
                 client.loop_read()
@@ -493,7 +452,7 @@ class MqttLink:
         correlation = getattr(props, "CorrelationData", None)
         user = getattr(props, "UserProperty", None) or []
         if msg.qos > 0:
-            self._hold(len(msg.payload))
+            self._gate.took(len(msg.payload))
         self._on_event(
             Message(
                 topic=topic,

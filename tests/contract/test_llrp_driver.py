@@ -7,12 +7,13 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from sllurp.llrp import LLRPMessage
 
-from gateway.domain.events import TagRead
+from gateway.domain.events import InputHeard, TagRead
 from gateway.errors import ReaderRejectedConfig, ReaderUnavailable
 from gateway.readers.llrp.driver import LlrpDriver
 from gateway.readers.llrp.scenario import Fault, Scenario, returns_door_scenario
@@ -34,6 +35,8 @@ async def collect(
     try:
         async with asyncio.timeout(timeout_s):
             async for ev in driver.events():
+                if isinstance(ev, InputHeard):
+                    continue
                 assert isinstance(ev, TagRead)
                 reads.append(ev)
                 if stop(reads):
@@ -255,7 +258,7 @@ async def test_dx101_c_large_reports_every_tag_read(conformance: Path) -> None:
     # 32,705 TagReportData: one carries an empty EPC and is counted as bad input, not a read
     assert len(reads) == 32_704
     assert drv.health.bad_input == 1
-    assert drv.dropped_reads == 0
+    assert drv.lost_reads == 0
 
 
 async def test_dx101_e_decoder_crash_is_contained(conformance: Path) -> None:
@@ -308,7 +311,7 @@ async def test_returns_door_every_item_arrives() -> None:
     assert got == sim.expected_epcs()
     assert len(sim.expected_epcs("pallet")) == 500
     assert len(reads) + len(more) == sim.record.tag_reads_sent
-    assert drv.dropped_reads == 0
+    assert drv.lost_reads == 0
 
 
 async def test_mute_reader_at_handshake_times_out_or_cancels_cleanly() -> None:
@@ -346,3 +349,82 @@ async def test_unset_reader_clock_replaced_by_receive_time() -> None:
     assert drv.clock_replaced == len(reads)
     assert all(abs(r.at_s - time.time()) < 30 for r in reads)
     assert drv.health.detail["clock_replaced"] == str(len(reads))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Let the loop run until `condition` holds; TimeoutError after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_a_slow_consumer_loses_no_read_and_the_reader_thread_stops_reading() -> None:
+    settings = dataclasses.replace(FAST, max_pending_reads=20)
+    scenario = returns_door_scenario(seed=7, items=40, pallets=2, strays=4, duration_s=12.0)
+    async with (
+        LlrpSimulator(scenario, speed=4.0) as sim,
+        LlrpDriver("r", "s", "127.0.0.1", sim.port, settings) as drv,
+    ):
+        reads: list[TagRead] = []
+        paused = False
+        async with asyncio.timeout(20.0):
+            async for ev in drv.events():
+                if isinstance(ev, InputHeard):
+                    if sim.finished.is_set() and len(reads) >= sim.record.tag_reads_sent:
+                        break
+                    continue
+                assert isinstance(ev, TagRead)
+                reads.append(ev)
+                if not paused and len(reads) == 10:
+                    # Stop taking: the bridge fills and the reader thread stops reading.
+                    paused = True
+                    await until(lambda: drv.pushed_back, 5.0)
+                    held_bytes = drv.bytes_received
+                    sent = sim.record.tag_reads_sent
+                    await asyncio.sleep(0.5)
+                    assert drv.pushed_back
+                    assert drv.bytes_received == held_bytes, "read its socket while full"
+                    assert sim.record.tag_reads_sent > sent, "the reader kept sending meanwhile"
+                elif len(reads) % 10 == 0:
+                    await asyncio.sleep(0.01)  # slow from then on too
+    assert paused
+    assert sim.finished.is_set()
+    assert len(reads) == sim.record.tag_reads_sent
+    assert {r.epc_hex for r in reads} == sim.expected_epcs()
+    assert drv.lost_reads == 0
+
+
+async def test_heard_marks_follow_the_reads_before_them_and_advance_while_idle() -> None:
+    # An unset reader clock: every read is stamped with its receive time, as the marks are.
+    scenario = dataclasses.replace(small_scenario(), clock_unset=True)
+    items: list[TagRead | InputHeard] = []
+    async with (
+        LlrpSimulator(scenario, speed=4.0) as sim,
+        LlrpDriver("r", "s", "127.0.0.1", sim.port, FAST) as drv,
+    ):
+        idle_since: float | None = None
+        async with asyncio.timeout(15.0):
+            async for ev in drv.events():
+                assert isinstance(ev, TagRead | InputHeard)
+                items.append(ev)
+                done = sim.finished.is_set() and sum(isinstance(i, TagRead) for i in items) >= (
+                    sim.record.tag_reads_sent
+                )
+                if done and idle_since is None:
+                    idle_since = time.time()
+                if idle_since is not None and time.time() - idle_since > 0.6:
+                    break
+    reads = [i for i in items if isinstance(i, TagRead)]
+    assert len(reads) == sim.record.tag_reads_sent
+    marks = [i for i in items if isinstance(i, InputHeard)]
+    assert {m.reader for m in marks} == {"r"}
+    # A mark at t comes after every read received before t and before every read received after.
+    # Marks are on the monotonic clock, reads on the wall clock: one offset joins them (to 1 ms).
+    offset_s = time.time() - time.monotonic()
+    stamps = [i.at_s if isinstance(i, TagRead) else (i.mono_s or 0.0) + offset_s for i in items]
+    assert all(b >= a - 0.001 for a, b in pairwise(stamps))
+    # While the reader sends nothing, marks keep coming (every 100 ms or so) and move on.
+    assert idle_since is not None
+    idle = [m.mono_s for m in marks if m.mono_s is not None and m.mono_s + offset_s >= idle_since]
+    assert len(idle) >= 3
+    assert max(b - a for a, b in pairwise(idle)) < 0.4

@@ -13,7 +13,7 @@ import random
 import socket
 import threading
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import pytest
 from gateway.domain.events import BarcodeScan
 from gateway.errors import ReaderUnavailable
 from gateway.readers.serial import SerialScannerDriver
+from gateway.readers.serial import driver as serial_driver
 from gateway.readers.tcp import TcpScannerDriver
 from gateway.readers.tcp.listener import parse_listen
 from tests.support.clock import FakeClock
@@ -676,3 +677,42 @@ async def test_tcp_line_cut_by_the_client_closing_is_counted_not_scanned() -> No
         got, bad = [e.data for e in first + second], driver.health.bad_input
     assert got == ["WHOLE", "NEXT"]
     assert bad == 1
+
+
+async def test_serial_stalled_consumer_blocks_the_thread_and_loses_no_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serial_driver, "_QUEUE_CHUNKS", 2)
+    pty = Pty()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while not condition():
+                await asyncio.sleep(0.005)
+
+    try:
+        driver = SerialScannerDriver("bench-1-scanner", "bench-1", pty.path, clock=stepping_clock())
+        async with driver:
+            bridge = driver._bridge
+            assert bridge is not None
+            # Nobody consumes: each write is one chunk, the third waits for room in the bridge.
+            for n in range(3):
+                await pty.write(f"S{n:04d}\r".encode())
+
+                def reached(want: int = min(n + 1, 2)) -> bool:
+                    return bridge.queued_weight == want
+
+                await until(reached)
+            await until(lambda: bridge.producer_waiting)
+            assert bridge.producer_waiting
+            # The rest stays in the pty: the thread no longer reads the device.
+            await pty.write(b"".join(f"S{n:04d}\r".encode() for n in range(3, 200)))
+            assert bridge.queued_weight == 2
+            events = driver.events()
+            got = [e.data for e in await take(events, 200)]
+            await events.aclose()
+        assert got == [f"S{n:04d}" for n in range(200)]
+        assert bridge.waits >= 1
+        assert bridge.lost == 0
+    finally:
+        pty.close()

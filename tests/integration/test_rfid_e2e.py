@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +220,42 @@ def test_reader_drop_and_silence_detected_and_nothing_lost(
     assert {r["item"]["serial"] for r in receipts} == {
         str(n) for start in (1000, 2000, 3000, 4000, 5000, 6000) for n in range(start, start + 10)
     }
+
+
+def test_a_frozen_daemon_reads_the_backlog_before_it_closes_visits(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    # A pallet crosses (outside 4.0-5.5 s, inside 5.3-6.8 s) while the daemon is stopped for 6 s
+    # from 5.0 s: the rest of its reads wait in the socket. Woken 4 s past its visits' absent_s,
+    # the daemon must read them before it closes any visit, so each visit spans both passes.
+    scenario = Scenario(
+        "freeze", 20.0, tuple(_pallet(7000, 20, 4.0)), (), {"outside": (1, 2), "inside": (3, 4)}
+    )
+    with (
+        SimulatorThread(scenario, speed=1.0) as sim,
+        Collector(broker.port, [f"{BASE}/movements"]) as collector,
+    ):
+        config = _config(tmp_path, broker, sim.port, keepalive_s=2.0)
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            assert daemon.proc is not None
+            pid = daemon.proc.pid
+            wait_until(lambda: (sim.scenario_time_s() or 0) >= 5.0, 60, "the pallet in the door")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: (sim.scenario_time_s() or 0) >= 11.0, 30, "6 s frozen")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            collector.wait_for(lambda c: len(_receipts(c)) >= 20, 30, "20 receipts")
+            wait_until(lambda: (sim.scenario_time_s() or 0) >= 14.0, 30, "visits to settle")
+            receipts = _receipts(collector)
+            events = daemon.log_events()
+            assert daemon.alive()
+    assert len(receipts) == 20
+    assert {r["item"]["serial"] for r in receipts} == {str(n) for n in range(7000, 7020)}
+    spans = [
+        datetime.fromisoformat(r["evidence"]["last_seen"])
+        - datetime.fromisoformat(r["evidence"]["first_seen"])
+        for r in receipts
+    ]
+    assert min(spans).total_seconds() >= 2.5, "a visit was cut by the freeze"
+    assert not [e for e in events if e.get("event") == "reader_unavailable"]

@@ -299,3 +299,26 @@ def test_rfid_visit_split_by_the_clock_without_heard_time() -> None:
         pipeline.feed(read, woke_s)
     late = pipeline.tick(woke_s + 10, woke_s + 10)
     assert [m for m in early + late if m.type == "receipt" and m.evidence.reads == 80] == []
+
+
+def _tick_after_reads(
+    reader_ahead_s: float, gateway_after_s: float, heard_after_s: float
+) -> list[Movement]:
+    """An inward passage read by a reader whose clock runs `reader_ahead_s` ahead of ours,
+    ticked `gateway_after_s` after its last read with input heard `heard_after_s` after it."""
+    pipeline = Pipeline(PLAN)
+    reads = _tags(SGTIN, [1, 2, 3, 4], T0 + reader_ahead_s)
+    for read in reads:
+        pipeline.feed(read, read.at_s - reader_ahead_s)
+    last_wall_s = reads[-1].at_s - reader_ahead_s
+    mono_s = wall_s = last_wall_s + gateway_after_s
+    return pipeline.tick(mono_s, wall_s, last_wall_s + heard_after_s)
+
+
+def test_visits_close_on_time_heard_whatever_the_reader_clock() -> None:
+    # Heard up to now: the visit ends, with the reader's clock ours or 90 s ahead of it.
+    assert len(_tick_after_reads(0.0, 10.0, 10.0)) == 1
+    assert len(_tick_after_reads(90.0, 10.0, 10.0)) == 1
+    # Not heard since the last read (a frozen or starved gateway): the visit stays open.
+    assert _tick_after_reads(0.0, 10.0, 0.0) == []
+    assert _tick_after_reads(90.0, 10.0, 0.0) == []

@@ -1,11 +1,11 @@
 """Serial scanners through pyserial (the one product module importing it), read on a thread.
 
 pyserial blocks, so one thread per open port reads byte chunks and hands them to the loop through
-one bridge: `loop.call_soon_threadsafe` into a queue whose size a semaphore bounds (the thread waits
-for room, so a stalled consumer backs up into the OS buffer instead of into memory). Framing, time
-stamping and counting happen on the loop. A read error (unplugged USB device, closed pty -> EIO,
-closed socket), or the device path going away while reads time out, ends the thread and makes
-`events()` raise ReaderUnavailable. Leaving `async with`
+the one thread bridge (`runtime/bridge.py`, at most `_QUEUE_CHUNKS` chunks): while it is full the
+thread waits and stops reading the device, so a stalled consumer backs up into the OS buffer
+instead of into memory. Framing, time stamping and counting happen on the loop. A read error
+(unplugged USB device, closed pty -> EIO, closed socket), or the device path going away while
+reads time out, ends the thread and makes `events()` raise ReaderUnavailable. Leaving `async with`
 stops the thread within about a second (`cancel_read()` plus a short read timeout) and closes the
 port; entering again reopens the path, so a replugged device (a udev by-id link that points at the
 new node) comes back on the same driver.
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from gateway.errors import ReaderUnavailable
 from gateway.logs import get_logger
 from gateway.readers.base import ReaderHealth
 from gateway.readers.framing import Rejected, ScanFramer, Suffix
+from gateway.runtime.bridge import ThreadBridge
 
 _log = get_logger("serial_scanner")
 
@@ -92,9 +94,9 @@ class SerialScannerDriver:
         self._port: _Port | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._room = threading.Semaphore(_QUEUE_CHUNKS)
-        self._queue: asyncio.Queue[bytes | _Lost] | None = None
-        self._thread_done: asyncio.Event | None = None
+        self._bridge: ThreadBridge[bytes | _Lost] | None = None
+        # Taken off the bridge, not framed yet: the bridge is asked again only once this is empty.
+        self._pending: deque[bytes | _Lost] = deque()
         self._sessions = 0
 
     @property
@@ -126,16 +128,14 @@ class SerialScannerDriver:
             self._health.last_error = str(exc)
             raise ReaderUnavailable(self._id, f"cannot open {self._url}: {exc}") from exc
         port = cast("_Port", opened)
-        loop = asyncio.get_running_loop()
         self._port = port
         self._framer = self._new_framer()
-        self._queue = asyncio.Queue()
-        self._thread_done = asyncio.Event()
+        self._bridge = ThreadBridge(_QUEUE_CHUNKS, name=f"serial:{self._id}")
+        self._pending.clear()
         self._stop = threading.Event()
-        self._room = threading.Semaphore(_QUEUE_CHUNKS)
         self._thread = threading.Thread(
             target=self._read_thread,
-            args=(port, loop, self._queue, self._thread_done, self._stop, self._room),
+            args=(port, self._bridge, self._stop),
             name=f"serial-scanner-{self._id}",
             daemon=True,
         )
@@ -155,22 +155,23 @@ class SerialScannerDriver:
         tb: TracebackType | None,
     ) -> None:
         """Stop the reader thread (within about a second) and close the port."""
-        port, thread, done = self._port, self._thread, self._thread_done
+        port, thread, bridge = self._port, self._thread, self._bridge
         self._port = None
         self._thread = None
-        if port is None or thread is None or done is None:
+        if port is None or thread is None or bridge is None:
             return
         self._stop.set()
-        # A thread waiting for queue room must wake up to see the stop flag.
-        self._room.release()
+        # Releases a thread waiting for room; what nobody framed is counted and logged as lost.
+        bridge.close()
+        unframed = sum(isinstance(item, bytes) for item in self._pending)
+        self._pending.clear()
+        if unframed:
+            _log.warning("serial_chunks_lost_at_close", reader=self._id, count=unframed)
         with contextlib.suppress(AttributeError, OSError, serial.SerialException):
             port.cancel_read()
-        try:
-            async with asyncio.timeout(_STOP_WAIT_S):
-                await done.wait()
-        except TimeoutError:
+        await asyncio.to_thread(thread.join, _STOP_WAIT_S)
+        if thread.is_alive():
             _log.warning("serial_thread_stuck", reader=self._id, url=self._url)
-        thread.join(timeout=0.1)
         with contextlib.suppress(OSError, serial.SerialException):
             port.close()
         if self._health.state != "down":
@@ -178,12 +179,12 @@ class SerialScannerDriver:
 
     async def events(self) -> AsyncGenerator[BarcodeScan, None]:
         """Yield scans until the device is lost (ReaderUnavailable); bad lines are counted."""
-        queue = self._queue
-        if queue is None or self._port is None:
+        bridge = self._bridge
+        if bridge is None or self._port is None:
             raise ReaderUnavailable(self._id, "not opened")
         self._health.state = "inventorying"
         while True:
-            item = await self._next(queue)
+            item = await self._next(bridge)
             if item is None:
                 frames = self._framer.flush(self._monotonic())
             elif isinstance(item, _Lost):
@@ -192,7 +193,6 @@ class SerialScannerDriver:
                 _log.warning("serial_scanner_lost", reader=self._id, reason=item.reason)
                 raise ReaderUnavailable(self._id, item.reason)
             else:
-                self._room.release()
                 frames = self._framer.feed(item, self._monotonic())
             for frame in frames:
                 if isinstance(frame, Rejected):
@@ -211,16 +211,22 @@ class SerialScannerDriver:
                     reader=self._id, station=self._station, data=frame.data, at_s=at_s
                 )
 
-    async def _next(self, queue: asyncio.Queue[bytes | _Lost]) -> bytes | _Lost | None:
+    async def _next(self, bridge: ThreadBridge[bytes | _Lost]) -> bytes | _Lost | None:
         """The next chunk, or None when suffix `none`'s inter-character timeout passed first."""
-        deadline = self._framer.deadline_s()
-        if deadline is None:
-            return await queue.get()
-        try:
-            async with asyncio.timeout(max(0.0, deadline - self._monotonic())):
-                return await queue.get()
-        except TimeoutError:
-            return None
+        if not self._pending:
+            self._pending.extend(bridge.take_nowait())
+        if not self._pending:
+            deadline = self._framer.deadline_s()
+            try:
+                if deadline is None:
+                    batch = await bridge.get_batch()
+                else:
+                    async with asyncio.timeout(max(0.0, deadline - self._monotonic())):
+                        batch = await bridge.get_batch()
+            except TimeoutError:
+                return None
+            self._pending.extend(batch or [_Lost("driver closed")])
+        return self._pending.popleft()
 
     def _new_framer(self) -> ScanFramer:
         return ScanFramer(
@@ -230,31 +236,20 @@ class SerialScannerDriver:
         )
 
     def _read_thread(
-        self,
-        port: _Port,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[bytes | _Lost],
-        done: asyncio.Event,
-        stop: threading.Event,
-        room: threading.Semaphore,
+        self, port: _Port, bridge: ThreadBridge[bytes | _Lost], stop: threading.Event
     ) -> None:
-        """Read chunks until stopped or the device fails; its one contact with the loop: enqueue."""
-        try:
-            while not stop.is_set():
-                item = self._read_once(port)
-                if item is None:
-                    continue
-                if stop.is_set():
-                    return
-                if isinstance(item, _Lost):
-                    self._put(loop, queue, item)
-                    return
-                if not _wait_for_room(room, stop):
-                    return
-                self._put(loop, queue, item)
-        finally:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(done.set)
+        """Read chunks until stopped or the device fails; its one contact with the loop: put."""
+        while not stop.is_set():
+            item = self._read_once(port)
+            if item is None:
+                continue
+            if isinstance(item, _Lost):
+                if not stop.is_set():  # a port closed under a stopping thread is no news
+                    bridge.put(item)
+                return
+            # Waits while the bridge is full; refused (and counted lost) once the driver closed.
+            if not bridge.put(item):
+                return
 
     def _read_once(self, port: _Port) -> bytes | _Lost | None:
         """One chunk of bytes, None when the read timed out, _Lost when the device is gone."""
@@ -272,21 +267,3 @@ class SerialScannerDriver:
         if self._path is not None and not self._path.exists():
             return _Lost(f"device path {self._path} disappeared")
         return None
-
-    @staticmethod
-    def _put(
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[bytes | _Lost],
-        item: bytes | _Lost,
-    ) -> None:
-        # The loop may already be closed during interpreter shutdown; nothing is waiting then.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-
-def _wait_for_room(room: threading.Semaphore, stop: threading.Event) -> bool:
-    """Block until the queue has room (True) or a stop was asked (False)."""
-    while not room.acquire(timeout=_READ_TIMEOUT_S):
-        if stop.is_set():
-            return False
-    return not stop.is_set()
