@@ -82,6 +82,8 @@ def test_a_burst_cut_by_sigkill_is_finished_after_the_restart(tmp_path: Path) ->
         daemon.kill()
         killed_after = len(_replies(collector)), len(collector.distinct_ids())
         daemon.start()
+        # The second run must be up (SIGTERM before its handlers exist kills it: exit -15).
+        daemon.wait_for_log("gateway_started", timeout_s=60, count=2)
         wait_until(lambda: _journaled(tmp_path) >= SCANS, 240, "every scan journaled")
         collector.wait_for(lambda c: len(c.distinct_ids()) >= SCANS, 120, "every movement")
         wait_until(lambda: _rmas(config) >= ANNOUNCEMENTS * RMAS_EACH, 240, "every RMA")
