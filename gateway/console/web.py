@@ -1,11 +1,13 @@
 """The console's routes on the gateway's HTTP server: the page, its JSON API, the live stream.
 
-`Console` is an `HttpExtension` of `HealthServer`. Its guard runs before every route: `/healthz`,
+`Console` is an `HttpExtension` of `HealthServer`, which has already refused any request naming a
+`Host` it does not know (DNS rebinding). The console's guard runs before every route: `/healthz`,
 `/metrics` and static files are open; on a non-loopback listen everything else needs a signed-in
 session; every change (any POST, the actions included) needs the session's CSRF token, and a
-request from another origin is refused. On loopback a page gets a session without a password
+request from another origin is refused. On loopback the page gets a session without a password
 (the machine's own users are trusted, as they were with `POST /actions`), but still needs the token,
-so another web site open in the technician's browser cannot post to the gateway.
+so another web site open in the technician's browser cannot post to the gateway. Every response
+carries a Content-Security-Policy without inline script and may not be framed.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Console:
     def install(self, app: web.Application, registry: CollectorRegistry) -> None:
         """Add the guard, the routes, the feed task and the console's metrics."""
         app.middlewares.append(self._guard)
+        app.on_response_prepare.append(_security_headers)
         app.router.add_get("/", self._index)
         app.router.add_get("/login", self._login_page)
         app.router.add_post("/login", self._login)
@@ -126,22 +129,31 @@ class Console:
                 return _error(415, "send application/json")
             return await handler(request)
         if session is None:
-            if self._login_required:
-                if request.method == "GET" and path == "/":
-                    raise web.HTTPSeeOther("/login")
-                return _error(401, "sign in first")
-            if change:
-                self.counters["csrf_refused"] += 1
-                return _error(403, "no session: load the page first")
-            session = self.sessions.create("local", request.remote or "?")
-            response = await self._with_session(request, handler, session)
-            _set_cookie(response, session)
-            return response
+            return await self._without_session(request, handler, change=change)
         if change and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
             self.counters["csrf_refused"] += 1
             _log.warning("console_csrf_refused", path=path[:64], address=request.remote)
             return _error(403, "missing or wrong CSRF token")
         return await self._with_session(request, handler, session)
+
+    async def _without_session(
+        self, request: web.Request, handler: Handler, *, change: bool
+    ) -> web.StreamResponse:
+        if self._login_required:
+            if request.method == "GET" and request.path == "/":
+                raise web.HTTPSeeOther("/login")
+            return _error(401, "sign in first")
+        if change:
+            self.counters["csrf_refused"] += 1
+            return _error(403, "no session: load the page first")
+        if request.path != "/":
+            return await handler(request)  # a read on loopback: no session to keep for it
+        # Only the page makes a session, and an unproven one until its cookie comes back, so
+        # cookieless requests from anywhere cannot push out the sessions of open pages.
+        session = self.sessions.create("local", request.remote or "?", signed_in=False)
+        response = await self._with_session(request, handler, session)
+        _set_cookie(response, session, secure=request.secure)
+        return response
 
     async def _with_session(
         self, request: web.Request, handler: Handler, session: Session
@@ -190,12 +202,15 @@ class Console:
         wants_json = request.content_type == "application/json"
         if not self._login_required:
             return _error(404, "no login on a loopback-only console")
-        wait_s = self._throttle.retry_after_s(address)
+        # The attempt is counted now, before its body is read: guesses sent as headers first and
+        # bodies later are refused here just as those sent one after another.
+        wait_s = self._throttle.reserve(address)
         if wait_s is not None:
             self.counters["logins_throttled"] += 1
             _log.warning("console_login_throttled", address=address)
             refused = _error(429, f"too many failed logins: wait {wait_s:.0f} s")
             refused.headers["Retry-After"] = str(int(wait_s))
+            refused.force_close()  # and leave the unread body unread: no lingering for it
             return refused
         if wants_json:
             try:
@@ -208,7 +223,6 @@ class Console:
         user = clean_user(str(body.get("user") or ""))
         presented = str(body.get("password") or "")
         if not user or not password_matches(presented, self._password):
-            self._throttle.failed(address)
             self.counters["logins_failed"] += 1
             _log.warning("console_login_failed", address=address, user=user)
             if wants_json:
@@ -216,14 +230,14 @@ class Console:
             return _login_form("Wrong user or password.", user, status=401)
         self._throttle.succeeded(address)
         self.counters["logins"] += 1
-        session = self.sessions.create(user, address)
+        session = self.sessions.create(user, address, signed_in=True)
         _log.info("console_login", address=address, user=user)
         response: web.StreamResponse
         if wants_json:
             response = _json({"ok": True, "user": user, "csrf": session.csrf})
         else:
             response = _see_other("/")
-        _set_cookie(response, session)
+        _set_cookie(response, session, secure=request.secure)
         return response
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
@@ -410,6 +424,11 @@ class _ConsoleCollector(Collector):
             yield counter
         for key, help_text, value in (
             ("sessions", "Console sessions open", len(console.sessions)),
+            (
+                "sessions_pending",
+                "Anonymous console sessions whose cookie has not come back",
+                console.sessions.pending,
+            ),
             ("feed_clients", "Console pages receiving the live feed", console.feed.clients),
             ("tags_in_view", "Tags in the console's tags-in-view table", console.tags_in_view),
         ):
@@ -436,22 +455,51 @@ def _login_form(message: str, user: str, status: int = 200) -> web.Response:
     return web.Response(text=page, content_type="text/html", status=status, headers=_NO_STORE)
 
 
-def _set_cookie(response: web.StreamResponse, session: Session) -> None:
+def _set_cookie(response: web.StreamResponse, session: Session, *, secure: bool) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session.token,
         httponly=True,
         samesite="Strict",
+        secure=secure,
         path="/",
         max_age=int(SESSION_IDLE_S),
     )
 
 
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    # On every response, errors and static files included: no framing (click-jacking of
+    # Apply), no script but the page's own file, no MIME sniffing, no URL leaked in Referer.
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def _same_origin(request: web.Request) -> bool:
+    # Host is already one of the gateway's own names (HealthServer refuses the others), so an
+    # Origin equal to it is this console, not a rebound name.
     origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        return False  # the browser says so outright: cross-site, same-site or typed
+    if origin is None:
         # Browsers send Origin on every cross-site POST; tools (the CLI, curl) send none.
-        return origin is None
+        return True
+    if origin == "null":
+        # The console's own forms (sign in, sign out) post with Origin: null, because its pages
+        # say Referrer-Policy: no-referrer; the browser still vouches in Sec-Fetch-Site.
+        return fetch_site == "same-origin"
     return origin == f"{request.scheme}://{request.host}"
 
 
