@@ -313,6 +313,8 @@ class ConsoleSection(_Model):
     update_interval_s: Annotated[float, Field(ge=0.1, le=10)] = 0.5
     tags_in_view_max: Annotated[int, Field(ge=10, le=100_000)] = 5000
     tag_expire_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # The tuning page calls a tag parked once it has been in view this long without crossing.
+    parked_after_s: Annotated[float, Field(ge=1, le=86_400)] = 120.0
     # More names (or addresses) the console is reached by, e.g. a DNS alias or a NAT address;
     # requests naming any other Host are refused (DNS rebinding).
     hosts: list[

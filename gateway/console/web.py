@@ -17,6 +17,7 @@ import contextlib
 import html
 import json
 import string
+import time
 import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -42,6 +43,7 @@ from gateway.console.feed import DEFAULT_INTERVAL_S, LiveFeed
 from gateway.console.lookup import lookup
 from gateway.console.source import ConsoleSource
 from gateway.console.tags import matches
+from gateway.console.tuning import DEFAULT_PARKED_AFTER_S, reader_tuning
 from gateway.errors import ConfigError, InputError
 from gateway.logs import get_logger
 from gateway.profiles import (
@@ -71,12 +73,16 @@ class Console:
         login_required: bool,
         password: str | None,
         update_interval_s: float = DEFAULT_INTERVAL_S,
+        parked_after_s: float = DEFAULT_PARKED_AFTER_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if login_required and not password:
             raise ConfigError("console.password_env", "a login is required but no password is set")
         self._source = source
         self._login_required = login_required
         self._password = password or ""
+        self._parked_after_s = parked_after_s
+        self._clock = clock
         self.feed = LiveFeed(source, update_interval_s)
         self.sessions = Sessions()
         self._throttle = LoginThrottle()
@@ -104,6 +110,8 @@ class Console:
         app.router.add_post("/console/api/profiles/apply", self._apply_profile)
         app.router.add_get("/console/api/profiles/history", self._history)
         app.router.add_get("/console/api/expected", self._expected)
+        app.router.add_get("/console/tuning/{reader}", self._tuning_page)
+        app.router.add_get("/console/api/tuning/{reader}", self._tuning)
         app.cleanup_ctx.append(self._run_feed)
         app.on_shutdown.append(self._end_streams)
         registry.register(_ConsoleCollector(self))
@@ -146,7 +154,7 @@ class Console:
         if change:
             self.counters["csrf_refused"] += 1
             return _error(403, "no session: load the page first")
-        if request.path != "/":
+        if not _is_page(request.path):
             return await handler(request)  # a read on loopback: no session to keep for it
         # Only the page makes a session, and an unproven one until its cookie comes back, so
         # cookieless requests from anywhere cannot push out the sessions of open pages.
@@ -169,8 +177,9 @@ class Console:
         session: Session = request[_SESSION_KEY]
         state = self.feed.state()
         readers = "".join(
-            "<tr data-reader='{0}'><td>{0}</td><td>{1}</td><td class='state state-{2}'>{2}</td>"
-            "<td>{3}</td><td class='rates'></td><td>{4}</td><td>{5}</td></tr>".format(
+            "<tr data-reader='{0}'><td><a href='/console/tuning/{0}'>{0}</a></td><td>{1}</td>"
+            "<td class='state state-{2}'>{2}</td><td>{3}</td><td class='rates'></td>"
+            "<td>{4}</td><td>{5}</td></tr>".format(
                 *(
                     html.escape(str(r.get(k) if r.get(k) is not None else "-"))
                     for k in ("reader", "kind", "state", "profile", "reconnects", "bad_input")
@@ -359,6 +368,10 @@ class Console:
         return _json({"history": list(reversed(entries))[:200]})
 
     def _requested(self, body: dict[str, Any]) -> Profile:
+        proposed = body.get("profile")
+        if isinstance(proposed, dict):
+            # A tuning suggestion's profile, sent back as the page got it.
+            return parse_profile(proposed, source="profile")
         text = body.get("text")
         if isinstance(text, str) and text.strip():
             if len(text) > _PROFILE_TEXT_MAX:
@@ -385,6 +398,34 @@ class Console:
                 continue
             found.append((path.stem, profile))
         return found
+
+    # -- tuning --------------------------------------------------------------------------------
+
+    async def _tuning_page(self, request: web.Request) -> web.Response:
+        session: Session = request[_SESSION_KEY]
+        reader = request.match_info["reader"]
+        page = _template("tuning.html").substitute(
+            csrf=html.escape(session.csrf),
+            user=html.escape(session.user),
+            login_required="true" if self._login_required else "false",
+            reader=html.escape(reader),
+            parked_after_s=f"{self._parked_after_s:g}",
+        )
+        return web.Response(text=page, content_type="text/html", headers=_NO_STORE)
+
+    async def _tuning(self, request: web.Request) -> web.Response:
+        reader = request.match_info["reader"]
+        return _json(
+            reader_tuning(
+                reader,
+                self._source.tags.history,
+                self._source.tags.all(),
+                self._source.activity.entries(),
+                self._source.profiles_in_force().get(reader),
+                now_s=self._clock(),
+                parked_after_s=self._parked_after_s,
+            )
+        )
 
     # -- expected returns ----------------------------------------------------------------------
 
@@ -484,6 +525,10 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     # Apply), no script but the page's own file, no MIME sniffing, no URL leaked in Referer.
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or path.startswith("/console/tuning/")
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -90,6 +90,7 @@ def console_for(
         login_required=login_required,
         password=password,
         update_interval_s=config.console.update_interval_s,
+        parked_after_s=config.console.parked_after_s,
     )
 
 

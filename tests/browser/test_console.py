@@ -308,3 +308,70 @@ def test_login_required_off_loopback_csrf_and_throttle(
         assert "gateway_console_logins_throttled_total 3.0" in metrics
         assert "gateway_console_csrf_refused_total 2.0" in metrics
         assert daemon.alive()
+
+
+def test_tuning_page_draws_rate_and_rssi_per_antenna_and_applies_a_suggestion_on_a_click(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port()
+    simulator = SimulatorThread(_scenario(), speed=1.0)  # five tags parked before all 4 antennas
+    with simulator as sim:
+        config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
+        with config.open("a", encoding="utf-8") as extra:
+            extra.write("[console]\nparked_after_s = 5\n")
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("health_listening")
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            # A CSP refusal (an inline script or style) shows only as a console error.
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(f"#readers-table tr[data-reader='{READER}'] a").click()
+            page.wait_for_url(f"**/console/tuning/{READER}")
+            # Both charts, drawn by the page itself: one series per antenna, points from data.
+            for chart in ("#reads-chart", "#rssi-chart"):
+                series = page.locator(f"{chart} g[data-antenna]")
+                wait_until(lambda s=series: s.count() == 4, 30, f"{chart}: four antennas")
+                assert page.locator(f"{chart} g[data-antenna='1'] circle").count() >= 1
+            assert "antenna 4" in page.inner_text("#chart-legend")
+            # Two 10-second buckets make a line.
+            line = page.locator("#reads-chart g[data-antenna='1'] polyline")
+            wait_until(lambda: len((line.get_attribute("points") or "").split()) >= 2, 40, "a line")
+            # Read rates are drawn where the data puts them: above the zero line.
+            circles = page.locator("#reads-chart g[data-antenna='1'] circle")
+            assert all(float(c.get_attribute("cy") or 0) < 196 for c in circles.all())
+            # The five tags in view for 5 s without crossing are parked, on all four antennas.
+            wait_until(lambda: page.locator("#parked-table tbody tr").count() == 5, 20, "parked")
+            assert page.inner_text("#crossing-count") == "0"
+            row = page.locator("#parked-table tbody tr").first.inner_text()
+            assert "urn:epc:id:sgtin:0614141.812345." in row
+            assert "1: -" in row  # antenna 1 with its peak dBm
+            # A suggestion with its evidence; nothing applied until the click.
+            before = _settings(sim.record.last_rospec)
+            suggestion = page.locator(".suggestion[data-suggestion='parked-1']")
+            suggestion.wait_for(timeout=20_000)
+            text = suggestion.inner_text()
+            assert "antenna 1 reads 5 parked tags at" in text
+            assert "lower its power by 3 dB" in text
+            assert "5 tags in view of antenna 1 for minutes without crossing" in text
+            page.wait_for_timeout(1000)
+            assert _settings(sim.record.last_rospec) == before
+            suggestion.locator("button.review").first.click()
+            page.locator("#suggestion-result", has_text="antennas.0.power_dbm: 27 → 24").wait_for(
+                timeout=10_000
+            )
+            suggestion.locator("button.apply").first.click()
+            page.locator("#suggestion-result.ok", has_text="applied: test-portal v2").wait_for(
+                timeout=60_000
+            )
+            after = _settings(sim.record.last_rospec)
+            power = {a.antenna: a.power_index for a in after.antenna_settings}
+            old = {a.antenna: a.power_index for a in before.antenna_settings}
+            assert power[1] != old[1]
+            assert {p: power[p] for p in (2, 3, 4)} == {p: old[p] for p in (2, 3, 4)}
+            page.close()
+            assert errors == []
+            assert daemon.alive()
+    (applied,) = _history(config)
+    assert (applied["requested_by"], applied["outcome"]) == ("tuning page", "applied")
