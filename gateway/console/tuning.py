@@ -136,7 +136,10 @@ class TagInView:
             "uri": self.uri,
             "reads": self.reads,
             "in_view_s": round(self.in_view_s, 1),
-            "antennas": {str(p): r for p, r in sorted(self.peak_by_antenna.items())},
+            "antennas": {
+                str(p): None if r is None else round(r, 1)
+                for p, r in sorted(self.peak_by_antenna.items())
+            },
         }
 
 

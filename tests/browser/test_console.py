@@ -6,6 +6,7 @@ what the reader was sent and make it refuse a ROSpec), mosquitto is real. Chromi
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_console_security import _self_signed
 from tests.integration.test_operations_e2e import _config, _scenario, _settings
 from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
@@ -375,3 +377,44 @@ def test_tuning_page_draws_rate_and_rssi_per_antenna_and_applies_a_suggestion_on
             assert daemon.alive()
     (applied,) = _history(config)
     assert (applied["requested_by"], applied["outcome"]) == ("tuning page", "applied")
+
+
+def test_daemon_serves_the_console_over_https_with_a_secure_cookie(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port("0.0.0.0")
+    config = _config(tmp_path, broker, sim_port=None, health_port=port)
+    _remote(config, port)
+    cert, key = _self_signed(tmp_path)
+    with config.open("a", encoding="utf-8") as extra:  # the [console] table _remote wrote last
+        extra.write(f"tls_cert = {json.dumps(str(cert))}\ntls_key = {json.dumps(str(key))}\n")
+    with DaemonProcess(config, tmp_path / "daemon.log", env={PASSWORD_ENV: PASSWORD}) as daemon:
+        daemon.wait_for_log("health_listening")
+        # No clear text: a plain HTTP request gets no HTTP answer.
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        # The CLI finds the daemon over https, trusting the configured certificate.
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "daemon: running" in out.stdout, out.stdout
+        # A browser (told to accept the test's self-signed certificate) signs in over https.
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(f"https://127.0.0.1:{port}/")
+        assert page.url.endswith("/login")
+        page.fill("#login-user", "gianni")
+        page.fill("#login-password", PASSWORD)
+        page.click("#login-submit")
+        page.locator("#user", has_text="gianni").wait_for(timeout=10_000)
+        cookie = next(c for c in context.cookies() if c["name"] == "dock_console")
+        assert cookie["secure"] is True
+        assert cookie["httpOnly"] is True
+        context.close()
+        assert daemon.alive()
