@@ -43,6 +43,7 @@ from gateway.console.feed import DEFAULT_INTERVAL_S, LiveFeed
 from gateway.console.lookup import lookup
 from gateway.console.source import ConsoleSource
 from gateway.console.tags import matches
+from gateway.console.trial import Trial
 from gateway.console.tuning import DEFAULT_PARKED_AFTER_S, reader_tuning
 from gateway.errors import ConfigError, InputError
 from gateway.logs import get_logger
@@ -83,6 +84,7 @@ class Console:
         self._password = password or ""
         self._parked_after_s = parked_after_s
         self._clock = clock
+        self.trial = Trial(source, clock=clock)
         self.feed = LiveFeed(source, update_interval_s)
         self.sessions = Sessions()
         self._throttle = LoginThrottle()
@@ -112,6 +114,9 @@ class Console:
         app.router.add_get("/console/api/expected", self._expected)
         app.router.add_get("/console/tuning/{reader}", self._tuning_page)
         app.router.add_get("/console/api/tuning/{reader}", self._tuning)
+        app.router.add_get("/console/api/trial", self._trial_state)
+        app.router.add_post("/console/api/trial/start", self._trial_start)
+        app.router.add_post("/console/api/trial/stop", self._trial_stop)
         app.cleanup_ctx.append(self._run_feed)
         app.on_shutdown.append(self._end_streams)
         registry.register(_ConsoleCollector(self))
@@ -296,6 +301,7 @@ class Console:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await self.trial.close()
 
     async def _end_streams(self, _app: web.Application) -> None:
         self.feed.close()
@@ -427,6 +433,44 @@ class Console:
             )
         )
 
+    async def _trial_state(self, _request: web.Request) -> web.Response:
+        state = self.trial.state
+        return _json({"running": self.trial.running, "trial": state and state.as_json()})
+
+    async def _trial_start(self, request: web.Request) -> web.Response:
+        session: Session = request[_SESSION_KEY]
+        body = await _body(request)
+        user = session.user
+        if not self._login_required:
+            user = clean_user(str(body.get("requested_by") or "")) or "console"
+        try:
+            a = self._requested(_as_request(body.get("a")))
+            b = self._requested(_as_request(body.get("b")))
+            phase_s = float(body.get("phase_s") or 0)
+            rounds = int(body.get("rounds") or 0)
+        except ConfigError as exc:
+            return _json({"ok": False, "error": f"{exc.key}: {exc.reason}"}, 400)
+        except (TypeError, ValueError):
+            return _json({"ok": False, "error": "phase_s and rounds are numbers"}, 400)
+        try:
+            state = self.trial.start(
+                str(body.get("reader") or ""),
+                a,
+                b,
+                phase_s=phase_s,
+                rounds=rounds,
+                requested_by=user,
+                parked_after_s=self._parked_after_s,
+            )
+        except InputError as exc:
+            return _json({"ok": False, "error": exc.reason}, 409)
+        self.counters["trials"] += 1
+        _log.info("console_trial_started", reader=state.reader, a=state.a, b=state.b, user=user)
+        return _json({"ok": True, "trial": state.as_json()})
+
+    async def _trial_stop(self, _request: web.Request) -> web.Response:
+        return _json({"ok": self.trial.stop()})
+
     # -- expected returns ----------------------------------------------------------------------
 
     async def _expected(self, request: web.Request) -> web.Response:
@@ -459,6 +503,7 @@ class _ConsoleCollector(Collector):
             ("csrf_refused", "Console changes refused for a missing or wrong CSRF token"),
             ("cross_origin_refused", "Console changes refused because they came from elsewhere"),
             ("profile_applies", "Profile changes requested from the console"),
+            ("trials", "A/B trials of two profiles started from the console"),
         ):
             counter = CounterMetricFamily(f"gateway_console_{key}", help_text)
             counter.add_metric([], float(console.counters[key]))
@@ -525,6 +570,13 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     # Apply), no script but the page's own file, no MIME sniffing, no URL leaked in Referer.
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+def _as_request(choice: object) -> dict[str, Any]:
+    """A trial's A or B as `_requested` takes it: a profile's name, or a profile as JSON."""
+    if isinstance(choice, dict):
+        return {"profile": choice}
+    return {"name": choice}
 
 
 def _is_page(path: str) -> bool:

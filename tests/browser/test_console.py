@@ -418,3 +418,82 @@ def test_daemon_serves_the_console_over_https_with_a_secure_cookie(
         assert cookie["httpOnly"] is True
         context.close()
         assert daemon.alive()
+
+
+def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port()
+    simulator = SimulatorThread(_scenario(), speed=1.0)
+    with simulator as sim:
+        config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
+        with config.open("a", encoding="utf-8") as extra:
+            extra.write("[console]\nparked_after_s = 2\n")
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("health_listening")
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/console/tuning/{READER}")
+            page.locator("#reads-chart g[data-antenna='1']").wait_for(timeout=30_000)
+            original = _settings(sim.record.last_rospec)
+            page.locator("#trial-a option[value='test-low']").wait_for(state="attached")
+            page.select_option("#trial-a", "test-low")
+            page.select_option("#trial-b", "test-portal")
+            page.fill("#trial-phase", "4")
+            page.fill("#trial-rounds", "1")
+            page.click("#trial-start")
+            page.locator("#trial-state", has_text="running").wait_for(timeout=10_000)
+            # A second trial while one runs is refused.
+            csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+            again = page.request.post(
+                f"http://127.0.0.1:{port}/console/api/trial/start",
+                data={
+                    "reader": READER,
+                    "a": "test-low",
+                    "b": "test-portal",
+                    "phase_s": 4,
+                    "rounds": 1,
+                },
+                headers={"X-CSRF-Token": csrf},
+            )
+            assert again.status == 409
+            # While A runs, the reader has A's settings.
+            wait_until(
+                lambda: (
+                    {a.session for a in _settings(sim.record.last_rospec).antenna_settings} == {1}
+                ),
+                30,
+                "profile A on the reader",
+            )
+            page.locator("#trial-state", has_text="done").wait_for(timeout=90_000)
+            rows = page.locator("#trial-table tbody tr")
+            assert rows.count() == 2
+            assert rows.nth(0).inner_text().startswith("A\ttest-low v1")
+            assert rows.nth(1).inner_text().startswith("B\ttest-portal v1")
+            assert page.inner_text("#trial-verdict")
+            assert "crossings per minute: A" in page.inner_text("#trial-evidence")
+            assert "restored test-portal v1" in page.inner_text("#trial-phase-now")
+            page.locator("#trial-keep button.keep-A").wait_for(timeout=5_000)
+            # The reader is back on the profile it had before the trial.
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "restored")
+            # Stopped half-way, a trial restores the first profile too.
+            page.fill("#trial-phase", "600")
+            page.click("#trial-start")
+            page.locator("#trial-phase-now", has_text="now: A").wait_for(timeout=30_000)
+            page.click("#trial-stop")
+            page.locator("#trial-state", has_text="stopped").wait_for(timeout=60_000)
+            assert page.locator("#trial-table tbody tr").count() == 1
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "restored")
+            page.close()
+            assert errors == []
+            assert daemon.alive()
+    history = _history(config)
+    assert [(h["new"]["name"], h["source"], h["outcome"]) for h in history] == [
+        ("test-low", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),
+        ("test-low", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),
+    ]

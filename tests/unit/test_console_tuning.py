@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.console.tags import TagsInView
+from gateway.console.trial import PhaseResult, compare
 from gateway.console.tuning import (
     BUCKET_S,
     HISTORY_BUCKETS,
@@ -175,3 +178,47 @@ def test_reader_tuning_is_the_pages_json() -> None:
     assert len(page["crossing"]) == 4
     assert page["passing"] == 1
     assert [s["id"] for s in page["suggestions"]] == ["parked-3", "silent-4"]
+
+
+def _phase(label: str, crossings: int, parked_reads: int, minutes: float = 5.0) -> PhaseResult:
+    return PhaseResult(
+        profile=label,
+        name="portal-a v1" if label == "A" else "portal-b v1",
+        started_s=T0,
+        ended_s=T0 + minutes * 60,
+        reads_per_s={"1": 40.0, "3": 20.0},
+        rssi_dbm={"1": -55.0, "3": -70.0},
+        crossings=crossings,
+        confidence=0.9,
+        parked_reads=parked_reads,
+        parked_tags=4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "verdict"),
+    [
+        ((60, 3000), (75, 3000), "B (portal-b v1) did better"),
+        ((75, 3000), (60, 2000), "a trade-off"),
+        ((60, 3000), (61, 1200), "B (portal-b v1) did as well on crossings with fewer parked"),
+        ((60, 1200), (61, 3000), "A (portal-a v1) did as well on crossings with fewer parked"),
+        ((60, 3000), (61, 3050), "no clear difference"),
+        ((80, 1000), (60, 3000), "A (portal-a v1) did better"),
+    ],
+)
+def test_trial_comparison_states_a_verdict_with_its_figures(
+    a: tuple[int, int], b: tuple[int, int], verdict: str
+) -> None:
+    # Two rounds each, interleaved as the trial runs them.
+    phases = [_phase("A", *a), _phase("B", *b), _phase("A", *a), _phase("B", *b)]
+    found = compare(phases, "portal-a v1", "portal-b v1")
+    assert found["verdict"].startswith(verdict)
+    assert found["A"]["crossings_per_min"] == a[0] / 5
+    assert found["B"]["parked_reads_per_s"] == round(b[1] / 300, 2)
+    assert found["evidence"][0].startswith(f"crossings per minute: A {a[0] / 5:.1f}, B")
+
+
+def test_trial_comparison_waits_for_both_profiles() -> None:
+    found = compare([_phase("A", 10, 10)], "a", "b")
+    assert found["verdict"].startswith("not yet")
+    assert found["B"] is None

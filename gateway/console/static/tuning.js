@@ -196,5 +196,84 @@ async function load() {
   }
 }
 
+// -- the A/B trial -----------------------------------------------------------------------------
+
+async function loadProfiles() {
+  const response = await fetch("/console/api/profiles", { credentials: "same-origin" });
+  const data = await response.json();
+  for (const id of ["trial-a", "trial-b"]) {
+    const select = $(id);
+    select.textContent = "";
+    for (const p of data.available || []) {
+      if (p.error) continue;
+      const option = document.createElement("option");
+      option.value = p.name;
+      option.textContent = p.name + " v" + p.version;
+      select.appendChild(option);
+    }
+  }
+  if ($("trial-b").options.length > 1) $("trial-b").selectedIndex = 1;
+}
+
+function fmtMap(m) { return Object.entries(m || {}).map(([k, v]) => k + ": " + (v === null ? "-" : v)).join(" · "); }
+
+function renderTrial(data) {
+  const t = data.trial;
+  if (!t) { $("trial-state").textContent = "none"; return; }
+  $("trial-state").textContent = t.state + " (" + t.a + " vs " + t.b + ", " + t.rounds + " × " + t.phase_s + " s each)";
+  $("trial-phase-now").textContent = t.phase ? "now: " + t.phase + ", " + Math.max(0, Math.round(t.phase_ends_s - Date.now() / 1000)) + " s left" : (t.restored ? "restored " + t.restored : "") + (t.reason ? " · " + t.reason : "");
+  const body = $("trial-table").tBodies[0];
+  body.textContent = "";
+  for (const p of t.phases) {
+    const tr = document.createElement("tr");
+    const minutes = (p.ended_s - p.started_s) / 60;
+    cell(tr, p.profile); cell(tr, p.name); cell(tr, minutes.toFixed(1)); cell(tr, p.crossings);
+    cell(tr, (p.crossings / Math.max(minutes, 1e-9)).toFixed(1)); cell(tr, p.confidence);
+    cell(tr, p.parked_reads); cell(tr, fmtMap(p.reads_per_s)); cell(tr, fmtMap(p.rssi_dbm));
+    body.appendChild(tr);
+  }
+  $("trial-verdict").textContent = t.comparison.verdict;
+  const evidence = $("trial-evidence");
+  evidence.textContent = "";
+  for (const e of t.comparison.evidence) { const li = document.createElement("li"); li.textContent = e; evidence.appendChild(li); }
+  const keep = $("trial-keep");
+  keep.textContent = "";
+  if (["done", "stopped"].includes(t.state) && t.comparison.A && t.comparison.B) {
+    for (const [label, shown] of [["A", t.a], ["B", t.b]]) {
+      const name = shown.replace(/ v\d+$/, "");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "keep-" + label;
+      button.textContent = "Keep " + label + " (" + name + ")";
+      button.addEventListener("click", async () => {
+        showResult("applying " + name + "…", "busy");
+        const r = await post("/console/api/profiles/apply", { reader: reader, name: name, requested_by: "tuning page" });
+        showResult(r.ok ? "applied: " + r.new.name + " v" + r.new.version + " is in force on " + r.reader : "not applied: " + (r.reason || r.error || r.outcome), r.ok ? "ok" : "bad");
+      });
+      keep.appendChild(button);
+    }
+  }
+}
+
+async function loadTrial() {
+  const response = await fetch("/console/api/trial", { credentials: "same-origin" });
+  if (response.ok) renderTrial(await response.json());
+}
+
+$("trial-start").addEventListener("click", async () => {
+  const choice = { a: $("trial-a").value, b: $("trial-b").value };
+  const r = await post("/console/api/trial/start", {
+    reader: reader, a: choice.a, b: choice.b,
+    phase_s: Number($("trial-phase").value), rounds: Number($("trial-rounds").value), requested_by: "tuning page",
+  });
+  if (!r.ok) { $("trial-state").textContent = "not started: " + r.error; return; }
+  renderTrial(r);
+});
+
+$("trial-stop").addEventListener("click", async () => { await post("/console/api/trial/stop", {}); loadTrial(); });
+
 load();
+loadProfiles();
+loadTrial();
 setInterval(load, POLL_MS);
+setInterval(loadTrial, 1000);
