@@ -65,6 +65,7 @@ class TrialState:
     phase_s: float
     rounds: int
     requested_by: str
+    client: str | None = None
     state: str = "starting"  # starting, running, restoring, done, stopped, failed
     phase: str | None = None
     phase_ends_s: float | None = None
@@ -143,6 +144,7 @@ class Trial:
         phase_s: float,
         rounds: int,
         requested_by: str,
+        client: str | None,
         parked_after_s: float,
     ) -> TrialState:
         """Start a trial in the background; InputError if one runs or the plan is unfit."""
@@ -164,6 +166,7 @@ class Trial:
             phase_s,
             rounds,
             requested_by,
+            client,
         )
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(
@@ -199,7 +202,7 @@ class Trial:
                 for label, profile in (("A", a), ("B", b)):
                     if self._stop.is_set():
                         break
-                    failed = await self._apply(state, profile, f"trial phase {label}")
+                    failed = await self._apply(state, profile)
                     if failed is not None:
                         state.state, state.reason = "failed", failed
                         break
@@ -211,7 +214,7 @@ class Trial:
             state.phase = state.phase_ends_s = None
         final = "stopped" if self._stop.is_set() else state.state
         state.state = "restoring"
-        restored = await self._apply(state, original, "trial over: the profile before it")
+        restored = await self._apply(state, original)
         state.restored = None if restored is not None else f"{original.name} v{original.version}"
         if restored is not None:
             state.reason = (state.reason + "; " if state.reason else "") + restored
@@ -220,7 +223,7 @@ class Trial:
             "console_trial_ended", reader=state.reader, state=state.state, a=state.a, b=state.b
         )
 
-    async def _apply(self, state: TrialState, profile: Profile, why: str) -> str | None:
+    async def _apply(self, state: TrialState, profile: Profile) -> str | None:
         try:
             result = await self._source.apply_profile(
                 {
@@ -228,7 +231,7 @@ class Trial:
                     "profile": profile.model_dump(mode="json"),
                     "requested_by": state.requested_by,
                     "source": "console-trial",
-                    "client": why,
+                    "client": state.client,
                 }
             )
         except InputError as exc:

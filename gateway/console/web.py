@@ -460,6 +460,7 @@ class Console:
                 phase_s=phase_s,
                 rounds=rounds,
                 requested_by=user,
+                client=request.remote,
                 parked_after_s=self._parked_after_s,
             )
         except InputError as exc:

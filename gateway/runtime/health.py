@@ -28,6 +28,7 @@ from gateway.runtime.hosts import HostAllowList
 
 _log = get_logger("health")
 _MAX_BODY_BYTES = 1024 * 1024
+_HOST_REFUSALS_LOGGED = 20
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _READER_STATES = (
     "idle",
@@ -97,6 +98,7 @@ class HealthServer:
     ) -> None:
         self._host, self._port = split_listen(listen)
         self._hosts = hosts or HostAllowList(self._host)
+        self._hosts_refused = 0
         self._ssl_context = ssl_context
         self._health = health
         self._policy = policy or HealthPolicy()
@@ -153,7 +155,9 @@ class HealthServer:
     ) -> web.StreamResponse:
         # First of all middlewares: a rebound name reaches no route, no session, no body read.
         if not self._hosts.allows(request.headers.get("Host")):
-            _log.warning("http_host_refused", host=request.headers.get("Host", "")[:80])
+            self._hosts_refused += 1
+            if self._hosts_refused <= _HOST_REFUSALS_LOGGED:  # a rebinding page may loop
+                _log.warning("http_host_refused", host=request.headers.get("Host", "")[:80])
             return _json({"ok": False, "error": "unknown Host: add it to [console] hosts"}, 421)
         return await handler(request)
 

@@ -94,13 +94,11 @@ def _normal(name: str) -> str:
 
 
 def _own_names() -> set[str]:
-    names = {socket.gethostname()}
-    with contextlib.suppress(OSError):
-        names.add(socket.getfqdn())
-    with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            names.add(str(info[4][0]))
-    return names
+    # The host name only: no DNS (getfqdn, getaddrinfo) at start, which can stall for seconds on
+    # a dock that is offline. The machine's addresses pass by the bind probe; a full name or an
+    # alias goes in `[console] hosts`.
+    name = socket.gethostname()
+    return {name, name.partition(".")[0]}
 
 
 def _can_bind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

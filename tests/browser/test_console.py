@@ -497,3 +497,4 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
         ("test-low", "console-trial", "applied"),
         ("test-portal", "console-trial", "applied"),
     ]
+    assert {h["client"] for h in history} == {"127.0.0.1"}
