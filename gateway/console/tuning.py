@@ -96,7 +96,7 @@ class AntennaHistory:
     ) -> dict[int, dict[str, list[Any]]]:
         """Per port: bucket start times, reads per second and mean RSSI over the window."""
         last = int(now_s // BUCKET_S)
-        first = last - int(window_s // BUCKET_S) + 1
+        first = last - max(1, math.ceil(window_s / BUCKET_S)) + 1  # at least the current bucket
         found: dict[int, dict[str, list[Any]]] = {}
         for (rid, port), ring in sorted(self._series.items()):
             if rid != reader:

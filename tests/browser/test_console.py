@@ -472,6 +472,7 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
             assert rows.count() == 2
             assert rows.nth(0).inner_text().startswith("A\ttest-low v1")
             assert rows.nth(1).inner_text().startswith("B\ttest-portal v1")
+            assert re.search(r"1: -\d", rows.nth(0).inner_text())  # mean RSSI on antenna 1
             assert page.inner_text("#trial-verdict")
             assert "crossings per minute: A" in page.inner_text("#trial-evidence")
             assert "restored test-portal v1" in page.inner_text("#trial-phase-now")

@@ -54,6 +54,8 @@ def test_history_keeps_thirty_minutes_of_ten_second_buckets_whatever_the_hours()
     assert history.series(PORTAL, now_s=T0 + 3599.0)[1]["reads_per_s"] == one["reads_per_s"]
     # A shorter window, and the reads of the last ten minutes per port.
     assert len(history.series(PORTAL, now_s=T0 + 3599.0, window_s=600.0)[1]["t"]) == 60
+    # A window shorter than a bucket still has the bucket it ends in (a short trial phase).
+    assert history.series(PORTAL, now_s=T0 + 3599.0, window_s=4.0)[1]["rssi_dbm"] == [-60.0]
     assert history.reads_since(PORTAL, T0 + 3000.0, T0 + 3599.0)[1] == 20 * 600
 
 
