@@ -214,7 +214,10 @@ class Trial:
             state.phase = state.phase_ends_s = None
         final = "stopped" if self._stop.is_set() else state.state
         state.state = "restoring"
-        restored = await self._apply(state, original)
+        restored = None
+        if self._source.profiles_in_force().get(state.reader) != original:
+            # B was the profile in force already, or nothing got applied: no needless restart.
+            restored = await self._apply(state, original)
         state.restored = None if restored is not None else f"{original.name} v{original.version}"
         if restored is not None:
             state.reason = (state.reason + "; " if state.reason else "") + restored

@@ -493,9 +493,8 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
     history = _history(config)
     assert [(h["new"]["name"], h["source"], h["outcome"]) for h in history] == [
         ("test-low", "console-trial", "applied"),
-        ("test-portal", "console-trial", "applied"),
-        ("test-portal", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),  # B was in force before: no restore needed
         ("test-low", "console-trial", "applied"),
-        ("test-portal", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),  # stopped during A: restored
     ]
     assert {h["client"] for h in history} == {"127.0.0.1"}
