@@ -487,6 +487,13 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
             page.locator("#trial-state", has_text="stopped").wait_for(timeout=60_000)
             assert page.locator("#trial-table tbody tr").count() == 1
             wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "restored")
+            # A profile the reader refuses ends the trial: failed, said why, nothing measured.
+            sim.reject_next("ADD_ROSPEC")
+            page.click("#trial-start")
+            page.locator("#trial-state", has_text="failed").wait_for(timeout=60_000)
+            assert "test-low v1: rejected" in page.inner_text("#trial-phase-now")
+            assert page.locator("#trial-table tbody tr").count() == 0
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "rolled back")
             page.close()
             assert errors == []
             assert daemon.alive()
@@ -496,5 +503,6 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
         ("test-portal", "console-trial", "applied"),  # B was in force before: no restore needed
         ("test-low", "console-trial", "applied"),
         ("test-portal", "console-trial", "applied"),  # stopped during A: restored
+        ("test-low", "console-trial", "rejected"),  # the apply's own rollback: no restore
     ]
     assert {h["client"] for h in history} == {"127.0.0.1"}
