@@ -326,8 +326,14 @@ def test_console_hosts_from_the_config() -> None:
 # -- the login throttle --------------------------------------------------------------------------
 
 
-async def _guess_with_body_later(server: Server, sources: list[str]) -> list[tuple[int, bool]]:
-    """One wrong guess per source: all headers first, then the bodies; (status, before body)."""
+async def _guess_with_body_later(
+    server: Server, sources: list[str], refused: int
+) -> list[tuple[int, bool]]:
+    """One wrong guess per source: all headers first, then the bodies; (status, before body).
+
+    Waits until the server has refused `refused` of them (on a loaded machine the headers take a
+    while to be handled), then sends the bodies of those it has not answered.
+    """
     body = json.dumps({"user": "mallory", "password": "guess"}).encode()
     head = server.head(
         "POST", "/login", headers={"Content-Type": "application/json"}, length=len(body)
@@ -336,12 +342,17 @@ async def _guess_with_body_later(server: Server, sources: list[str]) -> list[tup
     for _, writer in connections:
         writer.write(head + b"\r\n")
         await writer.drain()
-    await asyncio.sleep(0.5)  # every handler has started and waits for its body, or answered
+    throttled = server.console.counters["logins_throttled"]
+    for _ in range(200):
+        if server.console.counters["logins_throttled"] - throttled >= refused:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # for the refusals to cross loopback
     results: list[tuple[int, bool]] = []
     for reader, writer in connections:
         try:
             # Answered already? Then the server judged without waiting for the body.
-            early = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=0.05)
+            early = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=0.02)
         except TimeoutError:
             writer.write(body)
             reply = await read_reply(reader, writer)
@@ -357,7 +368,9 @@ async def _guess_with_body_later(server: Server, sources: list[str]) -> list[tup
 
 async def test_guesses_sent_headers_first_are_counted_before_their_bodies() -> None:
     async with serving(login_required=True) as server:
-        results = await _guess_with_body_later(server, ["127.0.0.1"] * 40)
+        results = await _guess_with_body_later(
+            server, ["127.0.0.1"] * 40, refused=40 - LOGIN_FAILURES_MAX
+        )
         judged = [status for status, early in results if not early]
         refused = [status for status, early in results if early]
         assert judged == [401] * LOGIN_FAILURES_MAX
@@ -382,7 +395,7 @@ async def test_guesses_from_many_addresses_meet_a_site_ceiling_a_known_address_p
             )
         ).status == 200
         sources = [f"127.0.1.{n}" for n in range(1, 41)]  # all of 127/8 is this machine
-        results = await _guess_with_body_later(server, sources)
+        results = await _guess_with_body_later(server, sources, refused=40 - (SITE_GUESSES_MAX - 1))
         statuses = sorted(status for status, _ in results)
         # One slot went to the technician's own sign-in, inside the same minute.
         assert statuses.count(401) == SITE_GUESSES_MAX - 1
