@@ -95,6 +95,8 @@ class TagsInView:
         self.evicted = 0
         self.reads_by_antenna: dict[tuple[str, int], int] = {}
         self.history = AntennaHistory()
+        self._rssi: dict[tuple[str, int], list[float]] = {}  # [sum, count] since last recorded
+        self._recorded: dict[tuple[str, int], int] = {}
         self._tags: dict[str, TagSeen] = {}
         self._changed: set[str] = set()
         self._removed: set[str] = set()
@@ -123,11 +125,28 @@ class TagsInView:
                 tag.peak_rssi_dbm = rssi
             if rssi > tag.peak_by_antenna.get(key, -1000.0):
                 tag.peak_by_antenna[key] = rssi
+            signal = self._rssi.get(key)
+            if signal is None:
+                self._rssi[key] = [rssi, 1.0]
+            else:
+                signal[0] += rssi
+                signal[1] += 1.0
         tag.last_seen_s = read.at_s
         tag.seen_tick = self._tick_s
         self._changed.add(epc)
         self.reads_by_antenna[key] = self.reads_by_antenna.get(key, 0) + count
-        self.history.add(key, read.at_s, count, rssi)
+
+    def record_history(self, at_s: float) -> None:
+        """Move the reads and RSSI counted since the last call into the bucket of `at_s`."""
+        # Called by the feed's tick (twice a second), so the read path only adds to two dicts.
+        signals, self._rssi = self._rssi, {}
+        for key, total in self.reads_by_antenna.items():
+            count = total - self._recorded.get(key, 0)
+            signal = signals.get(key)
+            if count or signal:
+                rssi_sum, rssi_n = signal or (0.0, 0.0)
+                self.history.add(key, at_s, count, rssi_sum, int(rssi_n))
+                self._recorded[key] = total
 
     def tick(self, now_s: float) -> TagChanges:
         """Expire tags unseen for `expire_s` (by `now_s`, any monotonic clock), decode new ones."""

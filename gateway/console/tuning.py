@@ -1,8 +1,9 @@
 """Portal tuning: read rate and RSSI per antenna over the last 30 minutes, tags split into crossing
 and parked, and suggestions drawn from what the gateway sees, each with its evidence.
 
-`AntennaHistory.add()` runs once per read (from `TagsInView.observe`): a ring of 10-second
-buckets per (reader, antenna), fixed in size, so memory does not grow with time or read rate.
+`AntennaHistory` is a ring of 10-second buckets per (reader, antenna), fixed in size, so memory
+does not grow with time or read rate; `TagsInView` fills it from its per-antenna counters at each
+tick of the console's feed (twice a second), not once per read.
 Everything else is pure and runs when a tuning page asks, with time passed in. A suggestion only
 proposes a profile; applying it is the console's ordinary apply (checks, rollback, history), on a
 technician's click.
@@ -45,8 +46,8 @@ class AntennaSeries:
         self.rssi_sum = [0.0] * HISTORY_BUCKETS
         self.rssi_n = [0] * HISTORY_BUCKETS
 
-    def add(self, bucket: int, count: int, rssi_dbm: float | None) -> None:
-        """Count `count` reads (one RSSI) into `bucket`; older than the ring holds: ignored."""
+    def add(self, bucket: int, count: int, rssi_sum: float, rssi_n: int) -> None:
+        """Count reads and RSSI reports into `bucket`; older than the ring holds: ignored."""
         slot = bucket % HISTORY_BUCKETS
         held = self.bucket[slot]
         if held != bucket:
@@ -57,9 +58,8 @@ class AntennaSeries:
             self.rssi_sum[slot] = 0.0
             self.rssi_n[slot] = 0
         self.reads[slot] += count
-        if rssi_dbm is not None:
-            self.rssi_sum[slot] += rssi_dbm
-            self.rssi_n[slot] += 1
+        self.rssi_sum[slot] += rssi_sum
+        self.rssi_n[slot] += rssi_n
 
     def points(self, first: int, last: int) -> list[tuple[int, int, float | None]]:
         """(bucket, reads, mean RSSI) of every bucket from `first` to `last` that holds reads."""
@@ -78,14 +78,16 @@ class AntennaHistory:
     def __init__(self) -> None:
         self._series: dict[tuple[str, int], AntennaSeries] = {}
 
-    def add(self, key: tuple[str, int], at_s: float, count: int, rssi_dbm: float | None) -> None:
-        """Count one report (the per-read path: keep it small)."""
+    def add(
+        self, key: tuple[str, int], at_s: float, count: int, rssi_sum: float = 0.0, rssi_n: int = 0
+    ) -> None:
+        """Count reads and the sum of `rssi_n` RSSI reports at `at_s` (a few times a second)."""
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= HISTORY_ANTENNAS_MAX:
                 return
             series = self._series[key] = AntennaSeries()
-        series.add(int(at_s // BUCKET_S), count, rssi_dbm)
+        series.add(int(at_s // BUCKET_S), count, rssi_sum, rssi_n)
 
     def antennas(self, reader: str) -> list[int]:
         """The antenna ports of this reader that have been read."""

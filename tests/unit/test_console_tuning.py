@@ -35,9 +35,9 @@ def _uri(serial: int) -> str:
 def test_history_keeps_thirty_minutes_of_ten_second_buckets_whatever_the_hours() -> None:
     history = AntennaHistory()
     for second in range(3600):  # an hour, 20 reads a second on antenna 1 at -60 dBm
-        history.add((PORTAL, 1), T0 + second, 20, -60.0)
+        history.add((PORTAL, 1), T0 + second, 20, -60.0, 1)
         if second % 2:
-            history.add((PORTAL, 2), T0 + second, 1, -70.0 + (second % 10))
+            history.add((PORTAL, 2), T0 + second, 1, -70.0 + (second % 10), 1)
     series = history.series(PORTAL, now_s=T0 + 3599.0)
     assert sorted(series) == [1, 2]
     one = series[1]
@@ -50,7 +50,7 @@ def test_history_keeps_thirty_minutes_of_ten_second_buckets_whatever_the_hours()
     ring = history._series[(PORTAL, 1)]  # the bound is the point of the test
     assert len(ring.reads) == HISTORY_BUCKETS
     # A read from before the ring's span does not overwrite a newer bucket.
-    history.add((PORTAL, 1), T0, 1000, -20.0)
+    history.add((PORTAL, 1), T0, 1000, -20.0, 1)
     assert history.series(PORTAL, now_s=T0 + 3599.0)[1]["reads_per_s"] == one["reads_per_s"]
     # A shorter window, and the reads of the last ten minutes per port.
     assert len(history.series(PORTAL, now_s=T0 + 3599.0, window_s=600.0)[1]["t"]) == 60
@@ -62,29 +62,36 @@ def test_history_keeps_thirty_minutes_of_ten_second_buckets_whatever_the_hours()
 def test_tags_in_view_feed_the_history_and_the_peak_per_antenna() -> None:
     table = TagsInView()
     table.observe(TagRead(PORTAL, "door-3", _epc(1), 3, T0, rssi_dbm=-71.0))
+    table.record_history(T0 + 0.5)
     table.observe(TagRead(PORTAL, "door-3", _epc(1), 3, T0 + 5, rssi_dbm=-69.5, read_count=4))
     table.observe(TagRead(PORTAL, "door-3", _epc(1), 1, T0 + 9, rssi_dbm=-55.0))
+    table.record_history(T0 + 9.5)
+    table.record_history(T0 + 10.0)  # nothing new: nothing added
     (tag,) = table.all()
     assert tag.first_seen_s == T0
     assert tag.last_seen_s == T0 + 9
     assert tag.peak_by_antenna == {(PORTAL, 3): -69.5, (PORTAL, 1): -55.0}
-    series = table.history.series(PORTAL, now_s=T0 + 9)
+    series = table.history.series(PORTAL, now_s=T0 + 10)
+    assert series[3]["t"] == [T0]
     assert series[3]["reads_per_s"] == [0.5]
     assert series[3]["rssi_dbm"] == [-70.2]  # mean of the two reports' RSSI
+    assert series[1]["reads_per_s"] == [0.1]
 
 
 def _table(parked: int, crossing: int, *, parked_rssi: float = -71.0) -> TagsInView:
     """`parked` tags on antenna 3 for ten minutes, `crossing` tags passing 1 then 3 lately."""
     table = TagsInView(expire_s=3600.0)
-    for serial in range(parked):
-        for second in range(0, 601, 30):
+    for second in range(0, 601, 30):
+        for serial in range(parked):
             table.observe(
                 TagRead(PORTAL, "door-3", _epc(serial), 3, T0 + second, rssi_dbm=parked_rssi)
             )
+        table.record_history(T0 + second)
     for serial in range(100, 100 + crossing):
         table.observe(TagRead(PORTAL, "door-3", _epc(serial), 1, T0 + 590, rssi_dbm=-50.0))
         table.observe(TagRead(PORTAL, "door-3", _epc(serial), 3, T0 + 592, rssi_dbm=-52.0))
     table.observe(TagRead(PORTAL, "door-3", _epc(999), 2, T0 + 595, rssi_dbm=-65.0))
+    table.record_history(T0 + 595)
     return table
 
 
