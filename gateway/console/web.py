@@ -57,7 +57,7 @@ from gateway.profiles import (
 from gateway.runtime.health import USER_KEY
 
 _log = get_logger("console")
-_SESSION_KEY = "console.session"
+_SESSION_KEY = web.RequestKey("console.session", Session)
 _OPEN_PATHS = frozenset({"/healthz", "/metrics", "/login", "/favicon.ico"})
 _PROFILE_TEXT_MAX = 64 * 1024
 _FEED_KEY = web.AppKey("console.feed", asyncio.Task[None])
