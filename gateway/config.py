@@ -327,6 +327,25 @@ class ConsoleSection(_Model):
     update_interval_s: Annotated[float, Field(ge=0.1, le=10)] = 0.5
     tags_in_view_max: Annotated[int, Field(ge=10, le=100_000)] = 5000
     tag_expire_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # The tuning page calls a tag parked once it has been in view this long without crossing.
+    parked_after_s: Annotated[float, Field(ge=1, le=86_400)] = 120.0
+    # More names (or addresses) the console is reached by, e.g. a DNS alias or a NAT address;
+    # requests naming any other Host are refused (DNS rebinding).
+    hosts: list[
+        Annotated[
+            str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.:-]*)$", max_length=253)
+        ]
+    ] = Field(default_factory=list)
+    # HTTPS for the console, /healthz and /metrics (one server): both PEM files, or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ConsoleSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            msg = "tls_cert and tls_key go together"
+            raise ValueError(msg)
+        return self
 
     def password(self) -> str | None:
         """The technicians' password from the environment, or None; never logged."""
@@ -505,6 +524,17 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
     profiles = config.profiles
     if profiles.dir is not None:
         profiles = profiles.model_copy(update={"dir": resolve(profiles.dir)})
+    console = config.console
+    if console.tls_cert is not None and console.tls_key is not None:
+        console = console.model_copy(
+            update={"tls_cert": resolve(console.tls_cert), "tls_key": resolve(console.tls_key)}
+        )
     return config.model_copy(
-        update={"readers": readers, "gateway": gateway, "profiles": profiles, "patterns": patterns}
+        update={
+            "readers": readers,
+            "gateway": gateway,
+            "profiles": profiles,
+            "patterns": patterns,
+            "console": console,
+        }
     )

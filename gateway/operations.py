@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -46,7 +47,7 @@ def apply_profile_cli(
                 f"set ${config.console.password_env} to sign in to a non-loopback endpoint",
             )
     result = _post(
-        config.health.listen,
+        config,
         "profile-apply",
         request,
         login=None if password is None else (user, password),
@@ -100,12 +101,15 @@ def buffer_stats(config: Config) -> dict[str, Any]:
 
 
 def _post(
-    listen: str, action: str, body: dict[str, Any], *, login: tuple[str, str] | None = None
+    config: Config, action: str, body: dict[str, Any], *, login: tuple[str, str] | None = None
 ) -> dict[str, Any]:
-    base = _base_url(listen)
+    base = _base_url(config)
     url = f"{base}/actions/{action}"
     headers = {"Content-Type": "application/json"}
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_pinned_tls(config)),
+        urllib.request.HTTPCookieProcessor(),
+    )
     try:
         if login is not None:
             user, password = login
@@ -130,13 +134,26 @@ def _post(
     return result
 
 
-def _base_url(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
+def _base_url(config: Config) -> str:
+    host, _, port = config.health.listen.rpartition(":")
     host = host.strip("[]")
     # A wildcard listen is reached on this machine through loopback.
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - compared, not bound
         host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if config.console.tls_cert is not None else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _pinned_tls(config: Config) -> ssl.SSLContext | None:
+    """Trust exactly the daemon's own certificate (read from its config), whatever its names."""
+    if config.console.tls_cert is None:
+        return None
+    # The CLI runs beside the daemon and dials it by address: the certificate file it was
+    # configured with is the one to expect, so it is the only trust anchor, names aside.
+    context = ssl.create_default_context(cafile=str(config.console.tls_cert))
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = False
+    return context
 
 
 def status_cli(config_path: Path) -> int:
@@ -146,7 +163,7 @@ def status_cli(config_path: Path) -> int:
 
     config = load_config(config_path)
     console = Console()
-    health = _get_health(config.health.listen) if config.health.enabled else None
+    health = _get_health(config) if config.health.enabled else None
     if health is None:
         console.print(
             "[bold]daemon:[/] not answering on its health endpoint; showing the buffer file"
@@ -195,11 +212,10 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _get_health(listen: str) -> dict[str, Any] | None:
-    host, _, port = listen.rpartition(":")
-    url = f"http://{host.strip('[]') or '127.0.0.1'}:{port}/healthz"
+def _get_health(config: Config) -> dict[str, Any] | None:
+    url = f"{_base_url(config)}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=3, context=_pinned_tls(config)) as response:  # noqa: S310 - http(s):// built from the config
             result: dict[str, Any] = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         result = json.loads(exc.read() or b"{}")

@@ -111,6 +111,7 @@ class LiveFeed:
         """One coalesced update for every page."""
         now = self._monotonic()
         changes = self._source.tags.tick(now)
+        self._source.tags.record_history(self._clock())
         self._sample_rates(now)
         self.ticks += 1
         if not self._subscribers:

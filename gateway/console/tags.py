@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from gateway.console.tuning import AntennaHistory
 from gateway.domain.epc import decode_epc_or_raw
 from gateway.domain.events import TagRead
 from gateway.errors import ParseError
@@ -24,13 +25,15 @@ Row = tuple[str, str, str, str, int, float | None, float, str, str]
 
 
 class TagSeen:
-    """One tag in view: counts per (reader, antenna), peak RSSI, last read time."""
+    """One tag in view: counts and peak RSSI per (reader, antenna), first and last read time."""
 
     __slots__ = (
         "antennas",
         "epc_hex",
+        "first_seen_s",
         "gtin",
         "last_seen_s",
+        "peak_by_antenna",
         "peak_rssi_dbm",
         "reader",
         "reads",
@@ -43,8 +46,10 @@ class TagSeen:
         self.epc_hex = epc_hex
         self.reader = ""
         self.antennas: dict[tuple[str, int], int] = {}
+        self.peak_by_antenna: dict[tuple[str, int], float] = {}
         self.reads = 0
         self.peak_rssi_dbm: float | None = None
+        self.first_seen_s = 0.0
         self.last_seen_s = 0.0
         self.seen_tick = 0.0
         self.uri: str | None = None
@@ -89,6 +94,9 @@ class TagsInView:
         self.expire_s = expire_s
         self.evicted = 0
         self.reads_by_antenna: dict[tuple[str, int], int] = {}
+        self.history = AntennaHistory()
+        self._rssi: dict[tuple[str, int], list[float]] = {}  # [sum, count] since last recorded
+        self._recorded: dict[tuple[str, int], int] = {}
         self._tags: dict[str, TagSeen] = {}
         self._changed: set[str] = set()
         self._removed: set[str] = set()
@@ -105,18 +113,40 @@ class TagsInView:
             if len(self._tags) >= self.max_tags:
                 self._evict()
             tag = self._tags[epc] = TagSeen(epc)
+            tag.first_seen_s = read.at_s
         key = (read.reader, read.antenna)
         count = read.read_count
         tag.reader = read.reader
         tag.antennas[key] = tag.antennas.get(key, 0) + count
         tag.reads += count
         rssi = read.rssi_dbm
-        if rssi is not None and (tag.peak_rssi_dbm is None or rssi > tag.peak_rssi_dbm):
-            tag.peak_rssi_dbm = rssi
+        if rssi is not None:
+            if tag.peak_rssi_dbm is None or rssi > tag.peak_rssi_dbm:
+                tag.peak_rssi_dbm = rssi
+            if rssi > tag.peak_by_antenna.get(key, -1000.0):
+                tag.peak_by_antenna[key] = rssi
+            signal = self._rssi.get(key)
+            if signal is None:
+                self._rssi[key] = [rssi, 1.0]
+            else:
+                signal[0] += rssi
+                signal[1] += 1.0
         tag.last_seen_s = read.at_s
         tag.seen_tick = self._tick_s
         self._changed.add(epc)
         self.reads_by_antenna[key] = self.reads_by_antenna.get(key, 0) + count
+
+    def record_history(self, at_s: float) -> None:
+        """Move the reads and RSSI counted since the last call into the bucket of `at_s`."""
+        # Called by the feed's tick (twice a second), so the read path only adds to two dicts.
+        signals, self._rssi = self._rssi, {}
+        for key, total in self.reads_by_antenna.items():
+            count = total - self._recorded.get(key, 0)
+            signal = signals.get(key)
+            if count or signal:
+                rssi_sum, rssi_n = signal or (0.0, 0.0)
+                self.history.add(key, at_s, count, rssi_sum, int(rssi_n))
+                self._recorded[key] = total
 
     def tick(self, now_s: float) -> TagChanges:
         """Expire tags unseen for `expire_s` (by `now_s`, any monotonic clock), decode new ones."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ from gateway.daemon.running import Running
 from gateway.daemon.shared import Shared
 from gateway.domain.expected import ExpectedReturns
 from gateway.errors import ConfigError
+from gateway.logs import get_logger
 from gateway.profiles import DEFAULT_PROFILE_DIR, Profile
+from gateway.runtime.health import split_listen
+from gateway.runtime.hosts import HostAllowList
+
+_log = get_logger("console")
 
 
 class DaemonConsoleView:
@@ -84,4 +90,27 @@ def console_for(
         login_required=login_required,
         password=password,
         update_interval_s=config.console.update_interval_s,
+        parked_after_s=config.console.parked_after_s,
     )
+
+
+def console_hosts(config: Config) -> HostAllowList:
+    """The Host names the gateway's HTTP server answers: its own, plus `[console] hosts`."""
+    return HostAllowList(split_listen(config.health.listen)[0], config.console.hosts)
+
+
+def console_tls(config: Config) -> ssl.SSLContext | None:
+    """The server's SSL context from `[console] tls_cert`/`tls_key`; None for plain HTTP."""
+    console = config.console
+    if console.tls_cert is None or console.tls_key is None:
+        if not is_loopback_listen(config.health.listen):
+            # Allowed (a closed dock network may accept it) but said: password and cookie in clear.
+            _log.warning("console_plain_http", listen=config.health.listen, advice="set tls_cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(console.tls_cert), str(console.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("console.tls_cert", f"cannot load the certificate or key: {exc}") from exc
+    return context

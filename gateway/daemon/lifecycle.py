@@ -190,7 +190,11 @@ class Daemon:
         health = self.config.health
         async with contextlib.AsyncExitStack() as stack:
             if health.enabled:
-                from gateway.daemon.console_view import console_for  # noqa: PLC0415 - loads aiohttp only when served
+                from gateway.daemon.console_view import (  # noqa: PLC0415 - loads aiohttp only when served
+                    console_for,
+                    console_hosts,
+                    console_tls,
+                )
 
                 console = console_for(self.config, self._shared, running, self.health)
                 await stack.enter_async_context(
@@ -204,6 +208,8 @@ class Daemon:
                         ),
                         actions={"profile-apply": running.switcher.apply_local},
                         extension=console,
+                        hosts=console_hosts(self.config),
+                        ssl_context=console_tls(self.config),
                     )
                 )
             return await self._task_group(running)

@@ -2,7 +2,9 @@
 
 `POST /actions/NAME` with a JSON body runs a local action (e.g. `profile-apply` for a technician
 on site when the broker is down); it listens on loopback only, by default. The server is aiohttp;
-the technicians' console plugs into it as an `HttpExtension` (routes plus its login guard).
+the technicians' console plugs into it as an `HttpExtension` (routes plus its login guard). Every
+route answers only requests whose `Host` it knows (421 otherwise: see `runtime/hosts.py`), and the
+server speaks HTTPS when given an SSL context.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
@@ -21,9 +24,11 @@ from prometheus_client.registry import Collector
 
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
+from gateway.runtime.hosts import HostAllowList
 
 _log = get_logger("health")
 _MAX_BODY_BYTES = 1024 * 1024
+_HOST_REFUSALS_LOGGED = 20
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _READER_STATES = (
     "idle",
@@ -90,8 +95,14 @@ class HealthServer:
         policy: HealthPolicy | None = None,
         actions: Mapping[str, Action] | None = None,
         extension: HttpExtension | None = None,
+        *,
+        hosts: HostAllowList | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = split_listen(listen)
+        self._hosts = hosts or HostAllowList(self._host)
+        self._hosts_refused = 0
+        self._ssl_context = ssl_context
         self._health = health
         self._policy = policy or HealthPolicy()
         self._actions = dict(actions or {})
@@ -109,7 +120,7 @@ class HealthServer:
         return port
 
     async def __aenter__(self) -> Self:
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = web.Application(client_max_size=_MAX_BODY_BYTES, middlewares=[self._known_host])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/actions/{name}", self._action)
@@ -119,7 +130,9 @@ class HealthServer:
         # No access log: a scrape every few seconds would bury the gateway's own events.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self._host, self._port, reuse_address=True, ssl_context=self._ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -128,7 +141,9 @@ class HealthServer:
                 f"health endpoint cannot listen on {self._host}:{self._port}: {exc}"
             ) from exc
         self._runner = runner
-        _log.info("health_listening", host=self._host, port=self.port)
+        _log.info(
+            "health_listening", host=self._host, port=self.port, tls=self._ssl_context is not None
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -136,6 +151,18 @@ class HealthServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._runner.cleanup(), timeout=5.0)
             self._runner = None
+
+    @web.middleware
+    async def _known_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # First of all middlewares: a rebound name reaches no route, no session, no body read.
+        if not self._hosts.allows(request.headers.get("Host")):
+            self._hosts_refused += 1
+            if self._hosts_refused <= _HOST_REFUSALS_LOGGED:  # a rebinding page may loop
+                _log.warning("http_host_refused", host=request.headers.get("Host", "")[:80])
+            return _json({"ok": False, "error": "unknown Host: add it to [console] hosts"}, 421)
+        return await handler(request)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         health = self._health()

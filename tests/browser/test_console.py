@@ -6,6 +6,7 @@ what the reader was sent and make it refuse a ROSpec), mosquitto is real. Chromi
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_console_security import _self_signed
 from tests.integration.test_operations_e2e import _config, _scenario, _settings
 from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
@@ -308,3 +310,199 @@ def test_login_required_off_loopback_csrf_and_throttle(
         assert "gateway_console_logins_throttled_total 3.0" in metrics
         assert "gateway_console_csrf_refused_total 2.0" in metrics
         assert daemon.alive()
+
+
+def test_tuning_page_draws_rate_and_rssi_per_antenna_and_applies_a_suggestion_on_a_click(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port()
+    simulator = SimulatorThread(_scenario(), speed=1.0)  # five tags parked before all 4 antennas
+    with simulator as sim:
+        config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
+        with config.open("a", encoding="utf-8") as extra:
+            extra.write("[console]\nparked_after_s = 5\n")
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("health_listening")
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            # A CSP refusal (an inline script or style) shows only as a console error.
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(f"#readers-table tr[data-reader='{READER}'] a").click()
+            page.wait_for_url(f"**/console/tuning/{READER}")
+            # Both charts, drawn by the page itself: one series per antenna, points from data.
+            for chart in ("#reads-chart", "#rssi-chart"):
+                series = page.locator(f"{chart} g[data-antenna]")
+                wait_until(lambda s=series: s.count() == 4, 30, f"{chart}: four antennas")
+                assert page.locator(f"{chart} g[data-antenna='1'] circle").count() >= 1
+            assert "antenna 4" in page.inner_text("#chart-legend")
+            # Two 10-second buckets make a line.
+            line = page.locator("#reads-chart g[data-antenna='1'] polyline")
+            wait_until(lambda: len((line.get_attribute("points") or "").split()) >= 2, 40, "a line")
+            # Read rates are drawn where the data puts them: above the zero line.
+            circles = page.locator("#reads-chart g[data-antenna='1'] circle")
+            assert all(float(c.get_attribute("cy") or 0) < 196 for c in circles.all())
+            # The five tags in view for 5 s without crossing are parked, on all four antennas.
+            wait_until(lambda: page.locator("#parked-table tbody tr").count() == 5, 20, "parked")
+            assert page.inner_text("#crossing-count") == "0"
+            row = page.locator("#parked-table tbody tr").first.inner_text()
+            assert "urn:epc:id:sgtin:0614141.812345." in row
+            assert "1: -" in row  # antenna 1 with its peak dBm
+            # A suggestion with its evidence; nothing applied until the click.
+            before = _settings(sim.record.last_rospec)
+            suggestion = page.locator(".suggestion[data-suggestion='parked-1']")
+            suggestion.wait_for(timeout=20_000)
+            text = suggestion.inner_text()
+            assert "antenna 1 reads 5 parked tags at" in text
+            assert "lower its power by 3 dB" in text
+            assert "5 tags in view of antenna 1 for minutes without crossing" in text
+            page.wait_for_timeout(1000)
+            assert _settings(sim.record.last_rospec) == before
+            suggestion.locator("button.review").first.click()
+            page.locator("#suggestion-result", has_text="antennas.0.power_dbm: 27 → 24").wait_for(
+                timeout=10_000
+            )
+            suggestion.locator("button.apply").first.click()
+            page.locator("#suggestion-result.ok", has_text="applied: test-portal v2").wait_for(
+                timeout=60_000
+            )
+            after = _settings(sim.record.last_rospec)
+            power = {a.antenna: a.power_index for a in after.antenna_settings}
+            old = {a.antenna: a.power_index for a in before.antenna_settings}
+            assert power[1] != old[1]
+            assert {p: power[p] for p in (2, 3, 4)} == {p: old[p] for p in (2, 3, 4)}
+            page.close()
+            assert errors == []
+            assert daemon.alive()
+    (applied,) = _history(config)
+    assert (applied["requested_by"], applied["outcome"]) == ("tuning page", "applied")
+
+
+def test_daemon_serves_the_console_over_https_with_a_secure_cookie(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port("0.0.0.0")
+    config = _config(tmp_path, broker, sim_port=None, health_port=port)
+    _remote(config, port)
+    cert, key = _self_signed(tmp_path)
+    with config.open("a", encoding="utf-8") as extra:  # the [console] table _remote wrote last
+        extra.write(f"tls_cert = {json.dumps(str(cert))}\ntls_key = {json.dumps(str(key))}\n")
+    with DaemonProcess(config, tmp_path / "daemon.log", env={PASSWORD_ENV: PASSWORD}) as daemon:
+        daemon.wait_for_log("health_listening")
+        # No clear text: a plain HTTP request gets no HTTP answer.
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        # The CLI finds the daemon over https, trusting the configured certificate.
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "daemon: running" in out.stdout, out.stdout
+        # A browser (told to accept the test's self-signed certificate) signs in over https.
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(f"https://127.0.0.1:{port}/")
+        assert page.url.endswith("/login")
+        page.fill("#login-user", "gianni")
+        page.fill("#login-password", PASSWORD)
+        page.click("#login-submit")
+        page.locator("#user", has_text="gianni").wait_for(timeout=10_000)
+        cookie = next(c for c in context.cookies() if c["name"] == "dock_console")
+        assert cookie["secure"] is True
+        assert cookie["httpOnly"] is True
+        context.close()
+        assert daemon.alive()
+
+
+def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
+    tmp_path: Path, broker: Mosquitto, browser: Any
+) -> None:
+    port = _free_port()
+    simulator = SimulatorThread(_scenario(), speed=1.0)
+    with simulator as sim:
+        config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
+        with config.open("a", encoding="utf-8") as extra:
+            extra.write("[console]\nparked_after_s = 2\n")
+        with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_for_log("health_listening")
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/console/tuning/{READER}")
+            page.locator("#reads-chart g[data-antenna='1']").wait_for(timeout=30_000)
+            original = _settings(sim.record.last_rospec)
+            page.locator("#trial-a option[value='test-low']").wait_for(state="attached")
+            page.select_option("#trial-a", "test-low")
+            page.select_option("#trial-b", "test-portal")
+            page.fill("#trial-phase", "4")
+            page.fill("#trial-rounds", "1")
+            page.click("#trial-start")
+            page.locator("#trial-state", has_text="running").wait_for(timeout=10_000)
+            # A second trial while one runs is refused.
+            csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+            again = page.request.post(
+                f"http://127.0.0.1:{port}/console/api/trial/start",
+                data={
+                    "reader": READER,
+                    "a": "test-low",
+                    "b": "test-portal",
+                    "phase_s": 4,
+                    "rounds": 1,
+                },
+                headers={"X-CSRF-Token": csrf},
+            )
+            assert again.status == 409
+            # While A runs, the reader has A's settings.
+            wait_until(
+                lambda: (
+                    {a.session for a in _settings(sim.record.last_rospec).antenna_settings} == {1}
+                ),
+                30,
+                "profile A on the reader",
+            )
+            page.locator("#trial-state", has_text="done").wait_for(timeout=90_000)
+            rows = page.locator("#trial-table tbody tr")
+            assert rows.count() == 2
+            assert rows.nth(0).inner_text().startswith("A\ttest-low v1")
+            assert rows.nth(1).inner_text().startswith("B\ttest-portal v1")
+            assert re.search(r"1: -\d", rows.nth(0).inner_text())  # mean RSSI on antenna 1
+            assert page.inner_text("#trial-verdict")
+            assert "crossings per minute: A" in page.inner_text("#trial-evidence")
+            assert "restored test-portal v1" in page.inner_text("#trial-phase-now")
+            page.locator("#trial-keep button.keep-A").wait_for(timeout=5_000)
+            # The reader is back on the profile it had before the trial.
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "restored")
+            # Stopped half-way, a trial restores the first profile too.
+            page.fill("#trial-phase", "600")
+            page.click("#trial-start")
+            page.locator("#trial-phase-now", has_text="now: A").wait_for(timeout=30_000)
+            page.click("#trial-stop")
+            page.locator("#trial-state", has_text="stopped").wait_for(timeout=60_000)
+            assert page.locator("#trial-table tbody tr").count() == 1
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "restored")
+            # A profile the reader refuses ends the trial: failed, said why, nothing measured.
+            sim.reject_next("ADD_ROSPEC")
+            page.click("#trial-start")
+            page.locator("#trial-state", has_text="failed").wait_for(timeout=60_000)
+            assert "test-low v1: rejected" in page.inner_text("#trial-phase-now")
+            assert page.locator("#trial-table tbody tr").count() == 0
+            wait_until(lambda: _settings(sim.record.last_rospec) == original, 30, "rolled back")
+            page.close()
+            assert errors == []
+            assert daemon.alive()
+    history = _history(config)
+    assert [(h["new"]["name"], h["source"], h["outcome"]) for h in history] == [
+        ("test-low", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),  # B was in force before: no restore needed
+        ("test-low", "console-trial", "applied"),
+        ("test-portal", "console-trial", "applied"),  # stopped during A: restored
+        ("test-low", "console-trial", "rejected"),  # the apply's own rollback: no restore
+    ]
+    assert {h["client"] for h in history} == {"127.0.0.1"}

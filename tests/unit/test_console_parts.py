@@ -11,7 +11,16 @@ import pytest
 
 from gateway.config import is_loopback_listen, parse_config
 from gateway.console.activity import RecentActivity
-from gateway.console.auth import LOGIN_FAILURES_MAX, LoginThrottle, Sessions, password_matches
+from gateway.console.auth import (
+    LOGIN_FAILURES_MAX,
+    LOGIN_WINDOW_S,
+    PENDING_SESSIONS_MAX,
+    SESSIONS_MAX,
+    SITE_GUESSES_MAX,
+    LoginThrottle,
+    Sessions,
+    password_matches,
+)
 from gateway.console.feed import LiveFeed
 from gateway.console.tags import TagsInView, matches
 from gateway.domain.events import TagRead
@@ -112,32 +121,74 @@ def test_filter_by_epc_prefix_uri_prefix_or_gtin(wanted: str, hit: bool) -> None
     assert matches(tag, wanted) is hit
 
 
-def test_throttle_allows_five_failures_a_minute_per_address() -> None:
+def test_throttle_allows_five_attempts_a_minute_per_address() -> None:
     clock = _Clock()
     throttle = LoginThrottle(clock)
     for _ in range(LOGIN_FAILURES_MAX):
-        assert throttle.retry_after_s("10.0.0.9") is None
-        throttle.failed("10.0.0.9")
-    wait_s = throttle.retry_after_s("10.0.0.9")
+        assert throttle.reserve("10.0.0.9") is None
+    wait_s = throttle.reserve("10.0.0.9")
     assert wait_s is not None
     assert 1.0 <= wait_s <= 60.0
-    assert throttle.retry_after_s("10.0.0.10") is None  # another address is not punished
+    assert throttle.reserve("10.0.0.10") is None  # another address is not punished
     clock.now = 61.0
-    assert throttle.retry_after_s("10.0.0.9") is None
+    assert throttle.reserve("10.0.0.9") is None
+
+
+def test_throttle_counts_one_ipv6_host_by_its_64_and_forgets_on_success() -> None:
+    throttle = LoginThrottle(_Clock())
+    for suffix in range(LOGIN_FAILURES_MAX):
+        assert throttle.reserve(f"2001:db8:1:2::{suffix + 1:x}") is None
+    assert throttle.reserve("2001:db8:1:2::ffff") is not None  # same /64: same client
+    assert throttle.reserve("2001:db8:1:3::1") is None
+    throttle.succeeded("2001:db8:1:2::1")
+    assert throttle.reserve("2001:db8:1:2::1") is None
+
+
+def test_site_ceiling_slows_many_addresses_for_at_most_a_minute() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(clock)
+    clock.now = -3600.0
+    assert throttle.reserve("10.9.9.9") is None
+    throttle.succeeded("10.9.9.9")  # a technician's tablet that signed in an hour ago
+    for n in range(SITE_GUESSES_MAX):
+        clock.now = n * 0.5
+        assert throttle.reserve(f"10.1.{n // 200}.{n % 200}") is None
+    wait_s = throttle.reserve("10.2.0.1")
+    assert wait_s is not None
+    assert wait_s <= LOGIN_WINDOW_S
+    # The technician's address is not held by the strangers' guesses.
+    assert throttle.reserve("10.9.9.9") is None
+    clock.now += wait_s
+    assert throttle.reserve("10.2.0.1") is None
 
 
 def test_sessions_expire_when_idle_and_csrf_compares() -> None:
     clock = _Clock()
     sessions = Sessions(clock)
-    session = sessions.create("ana", "10.0.0.9")
+    session = sessions.create("ana", "10.0.0.9", signed_in=True)
     assert sessions.get(session.token) is session
     assert session.csrf_ok(session.csrf)
     assert not session.csrf_ok(None)
     assert not session.csrf_ok(session.csrf[:-1] + "x")
+    assert not session.csrf_ok(session.csrf[:-1] + "é")  # malformed: refused, not a TypeError
     clock.now = 9 * 3600.0
     assert sessions.get(session.token) is None
     assert password_matches("s3cret", "s3cret")
     assert not password_matches("s3cre", "s3cret")
+    assert not password_matches("\ud800", "s3cret")  # a lone surrogate from JSON
+
+
+def test_anonymous_sessions_never_push_out_proven_ones() -> None:
+    sessions = Sessions(_Clock())
+    signed_in = sessions.create("ana", "10.0.0.9", signed_in=True)
+    page = sessions.create("local", "127.0.0.1", signed_in=False)
+    assert sessions.get(page.token) is page  # its cookie came back: proven
+    for _ in range(10 * SESSIONS_MAX):
+        sessions.create("local", "127.0.0.1", signed_in=False)
+    assert sessions.pending == PENDING_SESSIONS_MAX
+    assert sessions.get(signed_in.token) is signed_in
+    assert sessions.get(page.token) is page
+    assert len(sessions) == 2
 
 
 class _Source:

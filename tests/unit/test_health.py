@@ -56,7 +56,7 @@ def test_assess_names_each_reason(change: dict[str, Any], reason: str) -> None:
 
 async def _get(port: int, path: str) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()

@@ -133,7 +133,11 @@ function renderState(state) {
   for (const r of state.readers) {
     const tr = document.createElement("tr");
     tr.dataset.reader = r.reader;
-    cell(tr, r.reader);
+    const link = document.createElement("a");
+    link.href = "/console/tuning/" + encodeURIComponent(r.reader);
+    link.textContent = r.reader;
+    link.title = "tune this reader: read rate and RSSI per antenna, parked tags, suggestions";
+    cell(tr, "").appendChild(link);
     cell(tr, r.kind);
     cell(tr, r.state, "state state-" + r.state);
     cell(tr, r.profile);
