@@ -24,9 +24,9 @@ from gateway.readers.llrp.scenario import (
 )
 from gateway.readers.llrp.simulator import LlrpSimulator
 from tests.support.broker import Mosquitto
-from tests.support.daemon import DaemonProcess, wait_until, write_config
+from tests.support.daemon import DaemonProcess, wait_until
 from tests.support.own_loop import run_on_own_loop
-from tests.support.portal import portal_profile
+from tests.support.portal import portal_config
 from tests.support.wms import Collector
 
 pytestmark = pytest.mark.slow
@@ -90,30 +90,13 @@ class SimulatorThread:
 
 
 def _config(tmp_path: Path, broker: Mosquitto, port: int, keepalive_s: float) -> Path:
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    (profiles / "test-portal.toml").write_text(
-        portal_profile(
-            "test-portal", tag_population=64, report_every_n_tags=64, keepalive_s=keepalive_s
-        )
-    )
-    return write_config(
-        tmp_path / "gateway.toml",
-        broker_port=broker.port,
-        state_dir=tmp_path / "state",
-        stations=[{"id": "door-3", "kind": "receiving", "absent_s": 2.0}],
-        readers=[
-            {
-                "kind": "llrp",
-                "id": "door-3-portal",
-                "host": "127.0.0.1",
-                "port": port,
-                "station": "door-3",
-                "profile": "test-portal",
-                "zones": {"outside": [1, 2], "inside": [3, 4]},
-            },
-        ],
-        extra=f'[profiles]\ndir = "{profiles}"\n',
+    return portal_config(
+        tmp_path,
+        broker.port,
+        port,
+        tag_population=64,
+        report_every_n_tags=64,
+        keepalive_s=keepalive_s,
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import DaemonProcess, run_gateway, wait_until, write_config
+from tests.support.daemon import DaemonProcess, run_gateway, tcp_handheld, wait_until, write_config
 from tests.support.scans import gs1_check_digit
 from tests.support.wms import Collector, retained
 
@@ -78,14 +78,7 @@ def test_a_million_rmas_in_500_messages_keep_memory_flat(tmp_path: Path, broker:
         broker_port=broker.port,
         state_dir=tmp_path / "state",
         stations=[{"id": "door-3", "kind": "receiving"}],
-        readers=[
-            {
-                "kind": "tcp-scanner",
-                "id": "handhelds",
-                "listen": f"127.0.0.1:{free_port()}",
-                "station": "door-3",
-            }
-        ],
+        readers=[tcp_handheld(free_port())],
         buffer={"max_bytes": 2 * 1024**3},
     )
     payloads = [_announcement(m) for m in range(MESSAGES)]

@@ -31,7 +31,7 @@ from gateway.buffer.transactions import Transactions
 from gateway.config import load_config
 from gateway.daemon import Daemon
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import DaemonProcess, http_get, wait_until, write_config
+from tests.support.daemon import DaemonProcess, http_get, tcp_handheld, wait_until, write_config
 from tests.support.scans import item_scan, scan_events, write_jsonl
 from tests.support.wms import Collector
 
@@ -138,14 +138,7 @@ def _config(tmp_path: Path, broker: Mosquitto, scanner_port: int, health_port: i
         broker_port=broker.port,
         state_dir=tmp_path / "state",
         stations=[{"id": "door-3", "kind": "receiving"}],
-        readers=[
-            {
-                "kind": "tcp-scanner",
-                "id": "handhelds",
-                "listen": f"127.0.0.1:{scanner_port}",
-                "station": "door-3",
-            }
-        ],
+        readers=[tcp_handheld(scanner_port)],
     )
     # TOML forbids a repeated [health] table: switch the one write_config wrote.
     text = path.read_text(encoding="utf-8")

@@ -26,9 +26,9 @@ from llrpkit.protocol import enums, messages
 
 from gateway.readers.llrp.scenario import sgtin96_hex
 from tests.support.broker import Mosquitto
-from tests.support.daemon import DaemonProcess, buffer_stats, write_config
+from tests.support.daemon import DaemonProcess, buffer_stats
 from tests.support.own_loop import run_on_own_loop
-from tests.support.portal import portal_profile
+from tests.support.portal import portal_config
 from tests.support.wms import Collector
 
 pytestmark = pytest.mark.slow
@@ -125,29 +125,15 @@ def _field(epcs: list[str], antennas: tuple[int, ...]) -> list[EmulatedTag]:
 
 
 def _config(tmp_path: Path, broker: Mosquitto, port: int) -> Path:
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
     # One tag per report (N = 1), as llrpkit's emulator sends and many integrations ask.
-    (profiles / "door.toml").write_text(
-        portal_profile("door", tag_population=16, report_every_n_tags=1, keepalive_s=1.0)
-    )
-    return write_config(
-        tmp_path / "gateway.toml",
-        broker_port=broker.port,
-        state_dir=tmp_path / "state",
-        stations=[{"id": "door-3", "kind": "receiving", "absent_s": ABSENT_S}],
-        readers=[
-            {
-                "kind": "llrp",
-                "id": "door-3-portal",
-                "host": "127.0.0.1",
-                "port": port,
-                "station": "door-3",
-                "profile": "door",
-                "zones": {"outside": [1, 2], "inside": [3, 4]},
-            },
-        ],
-        extra=f'[profiles]\ndir = "{profiles}"\n',
+    return portal_config(
+        tmp_path,
+        broker.port,
+        port,
+        tag_population=16,
+        report_every_n_tags=1,
+        keepalive_s=1.0,
+        absent_s=ABSENT_S,
     )
 
 

@@ -75,6 +75,18 @@ def write_config(
     return path
 
 
+def tcp_handheld(
+    port: int, station: str = "door-3", reader_id: str = "handhelds"
+) -> dict[str, Any]:
+    """A tcp-scanner reader on loopback `port` for one station (the handheld of many tests)."""
+    return {
+        "kind": "tcp-scanner",
+        "id": reader_id,
+        "listen": f"127.0.0.1:{port}",
+        "station": station,
+    }
+
+
 class DaemonProcess:
     """`gateway run --config FILE` in a subprocess, logs (JSON lines) to a file."""
 
