@@ -446,7 +446,10 @@ class MqttLink:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            return  # the broker validates UTF-8; nothing of ours can match such a topic
+            # The broker validates UTF-8; nothing of ours can match such a topic: let it go.
+            if msg.qos > 0:
+                _client.ack(msg.mid, msg.qos)
+            return
         props = msg.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
