@@ -18,7 +18,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +29,7 @@ from sllurp.llrp_errors import ReaderConfigurationError
 from sllurp.llrp_proto import LLRPError, LLRPROSpec
 
 from gateway.domain.events import InputHeard
+from gateway.readers.llrp.gpio import gpo_write
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import decode_tag_reports, is_ro_access_report
 from gateway.runtime.bridge import ThreadBridge
@@ -39,6 +41,8 @@ _CHUNK_BYTES: Final = 64 << 10
 _IDLE_MARK_S: Final = 0.1
 # A profile's power may fall between two entries of the reader's table; beyond this it is wrong.
 _POWER_TOLERANCE_DB: Final = 0.5
+# Message ids of our own requests (GPO writes), far from sllurp's counter that starts at 1.
+_OWN_MSG_ID_BASE: Final = 0x7F00_0000
 _MAX_FRAME_BYTES: Final = (
     16 << 20
 )  # no real report comes near; beyond it the length field is garbage
@@ -60,7 +64,8 @@ _DECODE_ERRORS = (LLRPError, struct.error, ValueError, KeyError, IndexError, Typ
 
 Notice = tuple[Any, ...]
 """("report", [ReportedTag]) | ("tags", [sllurp tag dict]) | ("keepalive",) | ("inventorying",) |
-("frame_error", reason) | ("rejected", reason) | ("lost", reason)."""
+("frame_error", reason) | ("rejected", reason) | ("lost", reason) | ("gpi", port, high) |
+("gpo_failed", reason)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,8 @@ def sllurp_config(settings: LlrpSettings) -> LLRPReaderConfig:
         "start_inventory": True,
         "reset_on_connect": True,
     }
+    if settings.trigger_gpi is not None:
+        cfg["event_selector"] = {"GPIEvent": True}
     if settings.power_dbm_by_antenna:
         cfg["tx_power_dbm"] = {a: float(p) for a, p in settings.power_dbm_by_antenna}
     if settings.search_mode is not None:
@@ -112,6 +119,8 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         bridge: ThreadBridge[BridgeItem],
         reader: str,
         clock: Callable[[], float],
+        gpo_ports: tuple[int, ...] = (),
+        gpi_ports: tuple[int, ...] = (),
     ) -> None:
         super().__init__(host, port, config, timeout=5.0)
         self._bridge = bridge
@@ -129,6 +138,15 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self.idle_seen_mono = 0.0
         self.bytes_received = 0
         self.refused_reads = 0  # read after the driver closed the bridge: it will never get them
+        self._gpo_ports = gpo_ports
+        self._gpi_ports = gpi_ports
+        # Frames the loop asked us to send; the reader thread sends them (one writer per socket).
+        self._posted: deque[bytes] = deque()
+        self._own_ids: set[int] = set()
+        self._next_own_id = _OWN_MSG_ID_BASE
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self.add_message_callback("GET_READER_CAPABILITIES_RESPONSE", self._check_gpio)
+        self.add_message_callback("READER_EVENT_NOTIFICATION", self._check_gpi_event)
         self.add_tag_report_callback(lambda _r, tags: self._notice(("tags", tags)))
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
         # for every decoded message just before it, so this is where we see the reader breathe.
@@ -147,6 +165,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         if not start_main_loop:
             return
         self._stop_main_loop.clear()
+        self._wake = socket.socketpair()
+        for end in self._wake:
+            end.setblocking(False)
         self.thread = threading.Thread(
             target=self.main_loop, name=f"sllurp-{self._host}:{self._port}", daemon=True
         )
@@ -166,6 +187,16 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def write_gpo(self, states: Mapping[int, bool]) -> None:
+        """Queue a SET_READER_CONFIG writing these GPO ports; the reader thread sends it."""
+        self._next_own_id += 1
+        self._own_ids.add(self._next_own_id)
+        self._posted.append(gpo_write(self._next_own_id, states))
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                wake[1].send(b"\0")
+
     def main_loop(self) -> None:
         """Read until stopped or lost; whatever ends it, the driver hears about it."""
         try:
@@ -177,6 +208,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         finally:
             self._notice(("lost", "reader thread ended"))
             self._flush(self._clock())
+            wake, self._wake = self._wake, None
+            for end in wake or ():
+                end.close()
 
     # -- private --
 
@@ -187,16 +221,20 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             return
         poller = select.poll()
         poller.register(sock, select.POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake[0], select.POLLIN)
+        sock_fd = sock.fileno()
         idle_ms = int(_IDLE_MARK_S * 1000)
         while not self._stop_main_loop.is_set():
+            self._send_posted()
             # Stamped before looking: every byte that arrived by then is read and put already.
             # The daemon's monotonic clock: a stepped wall clock must not move the marks.
             looked_mono = time.monotonic()
-            if not poller.poll(0):
+            if not _readable(poller.poll(0), sock_fd):
                 self.idle_seen_mono = looked_mono
                 self._bridge.put_mark(InputHeard(self._reader, looked_mono))
-                if not poller.poll(idle_ms):
-                    continue
+                if not _readable(poller.poll(idle_ms), sock_fd):
+                    continue  # idle, or woken to send what the loop posted
             data = sock.recv(_CHUNK_BYTES)
             if not data:
                 self._notice(("lost", "connection closed by the reader"))
@@ -207,6 +245,15 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 self._frame_chunk(data)
             finally:
                 self._flush(received_at_s)
+
+    def _send_posted(self) -> None:
+        """Send what the loop posted, from this thread, the only one writing to the socket."""
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(BlockingIOError):
+                wake[0].recv(4096)
+        while self._posted:
+            self.send_data(self._posted.popleft())
 
     def _notice(self, notice: Notice) -> None:
         """Collect into the current chunk on the reader thread; from elsewhere, put it alone."""
@@ -263,6 +310,8 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             self._notice(("frame_error", f"{type(err).__name__}: {err}"))
             return
         self._on_llrp_message_received(lmsg)
+        if self._own_reply(lmsg):
+            return  # answers our GPO write: sllurp's state machine never asked for it
         try:
             self.llrp.handleMessage(lmsg)
         except ReaderConfigurationError as err:
@@ -271,13 +320,46 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         except _DECODE_ERRORS as err:
             self._notice(("frame_error", f"{type(err).__name__}: {err}"))
 
+    def _own_reply(self, lmsg: LLRPMessage) -> bool:
+        msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
+        if msg_id in self._own_ids:
+            self._own_ids.discard(msg_id)
+            return True
+        return False
+
+    def _check_gpio(self, _reader: object, lmsg: LLRPMessage) -> None:
+        """Refuse GPO or GPI ports the reader lacks, as any other impossible setting."""
+        caps = lmsg.msgdict[lmsg.getName()].get("GeneralDeviceCapabilities", {})
+        gpio = caps.get("GPIOCapabilities", {})
+        gpis, gpos = int(gpio.get("NumGPIs", 0)), int(gpio.get("NumGPOs", 0))
+        for kind, ports, count in (("GPO", self._gpo_ports, gpos), ("GPI", self._gpi_ports, gpis)):
+            for port in ports:
+                if not 1 <= port <= count:
+                    self._notice(
+                        ("rejected", f"{kind} port {port}: the reader has {count} {kind}s")
+                    )
+
+    def _check_gpi_event(self, _reader: object, lmsg: LLRPMessage) -> None:
+        data = lmsg.msgdict[lmsg.getName()].get("ReaderEventNotificationData", {})
+        event = data.get("GPIEvent")
+        if event:
+            self._notice(("gpi", int(event["GPIPortNumber"]), bool(event["GPIEvent"])))
+
     def _check_status(self, _reader: object, lmsg: LLRPMessage) -> None:
+        msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
+        if msg_id in self._own_ids and not lmsg.isSuccess():
+            self._notice(("gpo_failed", str(lmsg.msgdict[lmsg.getName()].get("LLRPStatus"))))
+            return
         if not lmsg.isSuccess():
             status = lmsg.msgdict[lmsg.getName()].get("LLRPStatus", {})
             text = status.get("ErrorDescription", b"")
             if isinstance(text, bytes):
                 text = text.decode("utf-8", errors="replace")
             self._notice(("rejected", f"{lmsg.getName()}: {status.get('StatusCode')} {text}"))
+
+
+def _readable(events: list[tuple[int, int]], fd: int) -> bool:
+    return any(ready_fd == fd for ready_fd, _ in events)
 
 
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped

@@ -28,7 +28,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +40,7 @@ from gateway.errors import FrameError, ReaderRejectedConfig, ReaderUnavailable
 from gateway.logs import get_logger
 from gateway.readers.base import ReaderHealth, ReaderItem
 from gateway.readers.llrp.client import BridgeItem, Chunk, LlrpClient, Notice, sllurp_config
+from gateway.readers.llrp.gpio import GpoLatch
 from gateway.readers.llrp.mapping import MappedRead, map_report, map_tag
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import ReportedTag
@@ -62,8 +63,10 @@ class LlrpDriver:
         settings: LlrpSettings,
         *,
         clock: Callable[[], float] = time.time,
+        outputs: GpoLatch | None = None,
     ) -> None:
         self._id = reader_id
+        self._outputs = outputs
         self._station = station
         self._host = host
         self._port = port
@@ -126,6 +129,8 @@ class LlrpDriver:
             bridge=bridge,
             reader=self._id,
             clock=self._clock,
+            gpo_ports=self._settings.gpo_ports,
+            gpi_ports=() if self._settings.trigger_gpi is None else (self._settings.trigger_gpi,),
         )
         try:
             await _in_daemon_thread(self._client.connect, self._settings.connect_timeout_s)
@@ -158,6 +163,8 @@ class LlrpDriver:
         self._health.state = "inventorying"
         self._last_activity = self._loop.time()
         _log.info("reader_inventorying", reader=self._id, host=self._host, port=self._port)
+        if self._outputs is not None:
+            self._outputs.attach(self._write_gpo)  # the lights as they should be now
         return self
 
     async def __aexit__(
@@ -168,6 +175,8 @@ class LlrpDriver:
     ) -> None:
         """Stop politely if the reader answers, else hard-close; returns within ~6 s."""
         self._closing = True
+        if self._outputs is not None:
+            self._outputs.detach(self._write_gpo)
         # Nobody takes reads any more: release the reader thread so a polite stop gets replies.
         self._close_bridge()
         client = self._client
@@ -213,6 +222,13 @@ class LlrpDriver:
             self._take(bridge.take_nowait() or await self._wait_for_batch(bridge))
 
     # -- private --
+
+    def _write_gpo(self, states: Mapping[int, bool]) -> None:
+        """Hand a GPO write to the session's reader thread (never blocks the loop)."""
+        client = self._client
+        if client is not None:
+            client.write_gpo(states)
+            _log.debug("gpo_write_posted", reader=self._id, states=dict(states))
 
     async def _wait_for_batch(self, bridge: ThreadBridge[BridgeItem]) -> list[BridgeItem]:
         """The next batch ([] when the wait timed out); ReaderUnavailable on a silent reader."""
@@ -269,6 +285,11 @@ class LlrpDriver:
         elif kind == "inventorying":
             self._last_activity = self._loop.time()
             self._inventorying = True
+        elif kind == "gpo_failed":
+            self._health.detail["gpo_failed"] = str(notice[1])
+            _log.warning("gpo_write_failed", reader=self._id, reason=str(notice[1]))
+        elif kind == "gpi":
+            self._on_gpi(int(notice[1]), high=bool(notice[2]), at_s=chunk.received_at_s)
         elif kind == "frame_error":
             self._count_bad("frame", str(notice[1]))
         elif kind == "rejected":
@@ -277,6 +298,11 @@ class LlrpDriver:
         elif kind == "lost" and self._failure is None and not self._closing:
             self._failure = ReaderUnavailable(self._id, str(notice[1]))
             self._health.last_error = str(notice[1])
+
+    def _on_gpi(self, port: int, *, high: bool, at_s: float) -> None:
+        """Note a GPI level the reader reported (a photo-eye's beam, a door contact)."""
+        self._health.detail[f"gpi_{port}"] = "high" if high else "low"
+        _log.info("reader_gpi", reader=self._id, port=port, high=high, at_s=at_s)
 
     def _map(self, reads: _Unmapped) -> list[MappedRead]:
         if reads.kind == "report":
