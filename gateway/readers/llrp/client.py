@@ -26,9 +26,10 @@ from typing import Any, Final
 from sllurp.llrp import LLRPClient, LLRPMessage, LLRPReaderClient, LLRPReaderConfig
 from sllurp.llrp import LLRPReaderState as _St
 from sllurp.llrp_errors import ReaderConfigurationError
-from sllurp.llrp_proto import LLRPError, LLRPROSpec
+from sllurp.llrp_proto import LLRPError, LLRPROSpec, Param_struct
 
 from gateway.domain.events import InputHeard
+from gateway.readers.llrp.frames import STOP_ROSPEC, Message
 from gateway.readers.llrp.gpio import gpo_write
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import decode_tag_reports, is_ro_access_report
@@ -59,13 +60,15 @@ ALL_TAG_CONTENT = {
     "EnableTagSeenCount": True,
     "EnableAccessSpecID": False,
 }
+# sllurp registers GPITriggerValue with PeriodicTriggerValue's type (180); LLRP says 181.
+Param_struct["GPITriggerValue"]["type"] = 181
 # What sllurp's decoders raise on bad input besides its own LLRPError.
 _DECODE_ERRORS = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
 
 Notice = tuple[Any, ...]
 """("report", [ReportedTag]) | ("tags", [sllurp tag dict]) | ("keepalive",) | ("inventorying",) |
 ("frame_error", reason) | ("rejected", reason) | ("lost", reason) | ("gpi", port, high) |
-("gpo_failed", reason)."""
+("request_failed", reason)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self._clock = clock
         self.thread: threading.Thread | None = None
         self.llrp = _Protocol(config, self.send_data, self._on_llrp_state_changed)
+        self.llrp.start_gpi = gpi_ports[0] if gpi_ports else None
         self._buf = bytearray()
         self._close_lock = threading.Lock()
         # What the reader thread decoded from the current socket read, put as one Chunk.
@@ -151,7 +155,12 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
         # for every decoded message just before it, so this is where we see the reader breathe.
         self.add_message_callback("KEEPALIVE", lambda _r, _m: self._notice(("keepalive",)))
-        for name in ("ADD_ROSPEC_RESPONSE", "SET_READER_CONFIG_RESPONSE", "ENABLE_ROSPEC_RESPONSE"):
+        for name in (
+            "ADD_ROSPEC_RESPONSE",
+            "SET_READER_CONFIG_RESPONSE",
+            "ENABLE_ROSPEC_RESPONSE",
+            "STOP_ROSPEC_RESPONSE",
+        ):
             self.add_message_callback(name, self._check_status)
         self.add_state_callback(
             _St.STATE_INVENTORYING, lambda _r, _s: self._notice(("inventorying",))
@@ -189,9 +198,17 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
 
     def write_gpo(self, states: Mapping[int, bool]) -> None:
         """Queue a SET_READER_CONFIG writing these GPO ports; the reader thread sends it."""
+        self._post(lambda msg_id: gpo_write(msg_id, states))
+
+    def stop_rospec(self) -> None:
+        """Queue a STOP_ROSPEC for our ROSpec (its GPI start trigger stays armed)."""
+        self._post(lambda msg_id: Message(STOP_ROSPEC, msg_id, struct.pack("!I", 1)).to_bytes())
+
+    def _post(self, frame: Callable[[int], bytes]) -> None:
+        """Queue one of our own requests for the reader thread; its reply is ours, not sllurp's."""
         self._next_own_id += 1
         self._own_ids.add(self._next_own_id)
-        self._posted.append(gpo_write(self._next_own_id, states))
+        self._posted.append(frame(self._next_own_id))
         wake = self._wake
         if wake is not None:
             with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
@@ -348,7 +365,8 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
     def _check_status(self, _reader: object, lmsg: LLRPMessage) -> None:
         msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
         if msg_id in self._own_ids and not lmsg.isSuccess():
-            self._notice(("gpo_failed", str(lmsg.msgdict[lmsg.getName()].get("LLRPStatus"))))
+            status = lmsg.msgdict[lmsg.getName()].get("LLRPStatus")
+            self._notice(("request_failed", f"{lmsg.getName()}: {status}"))
             return
         if not lmsg.isSuccess():
             status = lmsg.msgdict[lmsg.getName()].get("LLRPStatus", {})
@@ -364,6 +382,8 @@ def _readable(events: list[tuple[int, int]], fd: int) -> bool:
 
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
     """sllurp's state machine with the report trigger set without an AISpec stop trigger."""
+
+    start_gpi: int | None = None  # the ROSpec starts when this GPI goes high
 
     def setTxPowerDbm(self, tx_pow_dbm: Any = None) -> None:  # noqa: N802 - sllurp's name
         """Refuse a power outside the reader's own table (sllurp would pick the nearest entry)."""
@@ -404,6 +424,13 @@ class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
         rospec = LLRPROSpec(self.reader_mode, 1, **kwargs)
         # sllurp would count N tags as an AISpec stop condition too; N belongs to the report only.
         rospec["ROReportSpec"]["N"] = int(c.report_every_n_tags or 1)
+        if self.start_gpi is not None:
+            # The reader starts the inventory when the beam breaks; the driver stops it
+            # linger_s after the beam clears (GPI_With_Timeout's timeout runs from the start).
+            rospec["ROBoundarySpec"]["ROSpecStartTrigger"] = {
+                "ROSpecStartTriggerType": "GPI",
+                "GPITriggerValue": {"GPIPortNum": self.start_gpi, "GPIEvent": True, "Timeout": 0},
+            }
         self.rospec: Any = rospec
         return rospec
 

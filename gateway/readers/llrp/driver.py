@@ -285,9 +285,9 @@ class LlrpDriver:
         elif kind == "inventorying":
             self._last_activity = self._loop.time()
             self._inventorying = True
-        elif kind == "gpo_failed":
-            self._health.detail["gpo_failed"] = str(notice[1])
-            _log.warning("gpo_write_failed", reader=self._id, reason=str(notice[1]))
+        elif kind == "request_failed":
+            self._health.detail["request_failed"] = str(notice[1])
+            _log.warning("reader_request_failed", reader=self._id, reason=str(notice[1]))
         elif kind == "gpi":
             self._on_gpi(int(notice[1]), high=bool(notice[2]), at_s=chunk.received_at_s)
         elif kind == "frame_error":

@@ -17,7 +17,7 @@ from gateway.readers.llrp import frames as f
 P_GPO_WRITE_DATA: Final = 219
 P_GPI_PORT_CURRENT_STATE: Final = 225
 P_GPI_EVENT: Final = 248
-P_GPI_TRIGGER_VALUE: Final = 181
+P_GPI_TRIGGER_VALUE: Final = f.P_GPI_TRIGGER_VALUE
 # ROSpecStartTrigger type 3 (GPI) and ROSpecStopTrigger type 2 (GPI with timeout).
 START_TRIGGER_GPI: Final = 3
 STOP_TRIGGER_GPI_WITH_TIMEOUT: Final = 2

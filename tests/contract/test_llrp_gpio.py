@@ -1,0 +1,87 @@
+"""GPIO through the real LLRP driver (sllurp inside) and the real simulator over real TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from gateway.domain.events import InputHeard
+from gateway.errors import ReaderRejectedConfig
+from gateway.readers.llrp import frames as f
+from gateway.readers.llrp.driver import LlrpDriver
+from gateway.readers.llrp.gpio import GpoLatch
+from gateway.readers.llrp.scenario import GpiChange, Scenario
+from gateway.readers.llrp.settings import LlrpSettings
+from gateway.readers.llrp.simulator import LlrpSimulator
+
+FAST = LlrpSettings(keepalive_s=1.0, connect_timeout_s=5.0, disconnect_timeout_s=2.0)
+LIGHTS = dataclasses.replace(FAST, gpo_ports=(1, 2, 3))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Let the loop run until `condition` holds; TimeoutError after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def drain(driver: LlrpDriver, seconds: float) -> None:
+    """Consume the driver's events for a while (notices are taken as batches are read)."""
+    try:
+        async with asyncio.timeout(seconds):
+            async for event in driver.events():
+                assert isinstance(event, InputHeard)
+    except TimeoutError:
+        return
+
+
+async def test_gpo_writes_reach_the_reader_and_a_reconnect_gets_the_current_state() -> None:
+    latch = GpoLatch("portal")
+    async with LlrpSimulator(Scenario("empty", 60.0)) as sim:
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, LIGHTS, outputs=latch)
+        async with driver:
+            latch.set({1: True, 2: False, 3: False})
+            await until(lambda: sim.record.gpo == {1: True, 2: False, 3: False}, 3.0)
+        # While the reader is away the light changes; the next session writes it at connect.
+        latch.set({1: False, 3: True})
+        writes_before = len(sim.record.gpo_writes)
+        async with driver:
+            await until(lambda: sim.record.gpo == {1: False, 2: False, 3: True}, 3.0)
+        assert len(sim.record.gpo_writes) > writes_before
+        assert driver.frame_errors == 0
+        assert "request_failed" not in driver.health.detail
+
+
+async def test_a_gpo_port_the_reader_lacks_is_refused_at_connect() -> None:
+    caps = f.Capabilities(gpos=2)
+    async with LlrpSimulator(Scenario("empty", 60.0), capabilities=caps) as sim:
+        with pytest.raises(ReaderRejectedConfig) as info:
+            async with LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, LIGHTS):
+                pytest.fail("entered with a GPO port the reader lacks")
+    assert "GPO port 3" in info.value.reason
+
+
+async def test_a_gpi_port_the_reader_lacks_is_refused_at_connect() -> None:
+    caps = f.Capabilities(gpis=0)
+    settings = dataclasses.replace(FAST, trigger_gpi=1)
+    async with LlrpSimulator(Scenario("empty", 60.0), capabilities=caps) as sim:
+        with pytest.raises(ReaderRejectedConfig) as info:
+            async with LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, settings):
+                pytest.fail("entered with a GPI port the reader lacks")
+    assert "GPI port 1" in info.value.reason
+
+
+async def test_gpi_from_the_scenario_and_the_api_reach_the_driver() -> None:
+    scenario = Scenario("beam", 60.0, gpi=(GpiChange(0.3, 1, high=True),))
+    async with LlrpSimulator(scenario) as sim:
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, FAST)
+        async with driver:
+            await drain(driver, 1.0)
+            assert driver.health.detail.get("gpi_1") == "high"
+            sim.set_gpi(1, high=False)
+            await drain(driver, 0.5)
+            assert driver.health.detail.get("gpi_1") == "low"
+    assert [(c.port, c.high) for c in sim.record.gpi_changes] == [(1, True), (1, False)]
