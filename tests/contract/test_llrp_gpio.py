@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable
 
 import pytest
 
-from gateway.domain.events import InputHeard
+from gateway.domain.events import InputHeard, TagRead
 from gateway.errors import ReaderRejectedConfig
 from gateway.readers.llrp import frames as f
 from gateway.readers.llrp.driver import LlrpDriver
-from gateway.readers.llrp.gpio import GpoLatch
-from gateway.readers.llrp.scenario import GpiChange, Scenario
+from gateway.readers.llrp.gpio import START_TRIGGER_GPI, GpoLatch
+from gateway.readers.llrp.scenario import GpiChange, Pass, Scenario, ScenarioTag
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.simulator import LlrpSimulator
 
@@ -33,7 +34,7 @@ async def drain(driver: LlrpDriver, seconds: float) -> None:
     try:
         async with asyncio.timeout(seconds):
             async for event in driver.events():
-                assert isinstance(event, InputHeard)
+                assert isinstance(event, InputHeard | TagRead)
     except TimeoutError:
         return
 
@@ -85,3 +86,49 @@ async def test_gpi_from_the_scenario_and_the_api_reach_the_driver() -> None:
             await drain(driver, 0.5)
             assert driver.health.detail.get("gpi_1") == "low"
     assert [(c.port, c.high) for c in sim.record.gpi_changes] == [(1, True), (1, False)]
+
+
+def parked_and_passing() -> Scenario:
+    """One tag parked in view for the whole scenario, read ten times a second."""
+    tag = ScenarioTag("300833B2DDD9014000000001", (Pass(0.0, 60.0, (1,), -50.0, 10.0),))
+    return Scenario("parked", 60.0, (tag,))
+
+
+async def count_reads(driver: LlrpDriver, seconds: float) -> int:
+    """Tag reads the driver yields within `seconds`."""
+    reads = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for event in driver.events():
+                if isinstance(event, TagRead):
+                    reads += 1
+    except TimeoutError:
+        pass
+    return reads
+
+
+async def test_triggered_inventory_reads_only_while_the_beam_is_broken_and_lingers() -> None:
+    settings = dataclasses.replace(FAST, trigger_gpi=1, trigger_linger_s=1.0)
+    async with LlrpSimulator(parked_and_passing()) as sim:
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, settings)
+        async with driver:
+            spec = sim.record.last_rospec
+            assert spec is not None
+            assert spec.start_trigger == START_TRIGGER_GPI
+            assert spec.start_gpi == (1, True)
+            assert await count_reads(driver, 1.0) == 0  # beam low: the parked tag is not read
+            assert driver.health.detail["inventory"] == "waiting for GPI 1"
+            sim.set_gpi(1, high=True)
+            assert await count_reads(driver, 1.0) > 0
+            assert driver.health.detail["inventory"] == "on"
+            sim.set_gpi(1, high=False)
+            fell = time.monotonic()
+            await count_reads(driver, 2.5)
+            assert sim.record.rospec_stops_mono, "the inventory never stopped"
+            assert sim.record.rospec_stops_mono[0] - fell < settings.trigger_linger_s + 1.0
+            assert sim.record.rospec_stops_mono[0] - fell >= settings.trigger_linger_s - 0.05
+            assert await count_reads(driver, 1.0) == 0
+            # the start trigger stays armed: the next beam starts it again
+            sim.set_gpi(1, high=True)
+            assert await count_reads(driver, 1.0) > 0
+            assert 1.5 < driver.inventory_s < 4.5

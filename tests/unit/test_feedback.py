@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import parse_config
+from gateway.config import LlrpReader, parse_config
 from gateway.daemon.wiring import gpo_ports
 from gateway.domain.feedback import Light, Verdict, verdicts, worst
 from gateway.domain.movements import Evidence, Item, Movement, MovementType
 from gateway.errors import ConfigError
+from gateway.profiles import find_profile, llrp_settings
 from gateway.readers.llrp import frames as f
 from gateway.readers.llrp.gpio import (
     GpoLatch,
@@ -185,3 +186,16 @@ def test_two_stations_driving_one_port_is_refused() -> None:
         parse_config(raw)
     assert caught.value.key == "stations.1.lights.unexpected"
     assert "door-1" in str(caught.value)
+
+
+def test_trigger_reaches_the_llrp_settings_and_a_bad_one_names_the_key() -> None:
+    raw = copy.deepcopy(_BASE)
+    raw["readers"][0]["trigger"] = {"gpi": 2, "linger_s": 1.5}
+    reader = parse_config(raw).readers[0]
+    assert isinstance(reader, LlrpReader)
+    settings = llrp_settings(find_profile(reader.profile), reader)
+    assert (settings.trigger_gpi, settings.trigger_linger_s) == (2, 1.5)
+    raw["readers"][0]["trigger"] = {"gpi": 0}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert caught.value.key == "readers.0.trigger.gpi"

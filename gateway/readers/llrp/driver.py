@@ -89,6 +89,11 @@ class LlrpDriver:
         self.lost_reads = 0
         self.frame_errors = 0
         self.clock_replaced = 0
+        # Triggered inventory: when the RF went on (loop time; None: off), seconds on before,
+        # and the pending stop after the beam cleared.
+        self._rf_on_since: float | None = None
+        self._rf_s = 0.0
+        self._linger: asyncio.TimerHandle | None = None
 
     @property
     def id(self) -> str:
@@ -165,6 +170,10 @@ class LlrpDriver:
         _log.info("reader_inventorying", reader=self._id, host=self._host, port=self._port)
         if self._outputs is not None:
             self._outputs.attach(self._write_gpo)  # the lights as they should be now
+        if self._settings.trigger_gpi is None:
+            self._rf_on_since = self._loop.time()  # inventory runs as long as we are connected
+        else:
+            self._health.detail["inventory"] = f"waiting for GPI {self._settings.trigger_gpi}"
         return self
 
     async def __aexit__(
@@ -177,6 +186,7 @@ class LlrpDriver:
         self._closing = True
         if self._outputs is not None:
             self._outputs.detach(self._write_gpo)
+        self._rf_off()
         # Nobody takes reads any more: release the reader thread so a polite stop gets replies.
         self._close_bridge()
         client = self._client
@@ -271,6 +281,8 @@ class LlrpDriver:
                 continue
             for notice in item.notices:
                 self._on_notice(notice, item)
+        if self._rf_on_since is not None:
+            self._health.detail["inventory_s"] = f"{self.inventory_s:.1f}"
         if not batch and self._failure is None and self._bridge is not None and self._bridge.closed:
             self._failure = ReaderUnavailable(self._id, "driver closed")
 
@@ -299,10 +311,51 @@ class LlrpDriver:
             self._failure = ReaderUnavailable(self._id, str(notice[1]))
             self._health.last_error = str(notice[1])
 
+    @property
+    def inventory_s(self) -> float:
+        """Seconds this driver has had the reader inventorying (RF on), the current run too."""
+        on_since = self._rf_on_since
+        live = 0.0 if on_since is None or self._loop is None else self._loop.time() - on_since
+        return self._rf_s + live
+
     def _on_gpi(self, port: int, *, high: bool, at_s: float) -> None:
-        """Note a GPI level the reader reported (a photo-eye's beam, a door contact)."""
+        """Note a GPI level; the trigger's GPI starts (the reader did) or stops the inventory."""
         self._health.detail[f"gpi_{port}"] = "high" if high else "low"
         _log.info("reader_gpi", reader=self._id, port=port, high=high, at_s=at_s)
+        if port != self._settings.trigger_gpi or self._loop is None:
+            return
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if high:
+            # The ROSpec's GPI start trigger has started the inventory on the reader already.
+            if self._rf_on_since is None:
+                self._rf_on_since = self._loop.time()
+            self._health.detail["inventory"] = "on"
+        elif self._rf_on_since is not None:
+            self._linger = self._loop.call_later(
+                self._settings.trigger_linger_s, self._stop_inventory
+            )
+
+    def _stop_inventory(self) -> None:
+        """The beam has been clear for linger_s: stop the ROSpec (its start trigger stays armed)."""
+        self._linger = None
+        client = self._client
+        if client is None or self._closing:
+            return
+        client.stop_rospec()
+        self._rf_off()
+        self._health.detail["inventory"] = f"waiting for GPI {self._settings.trigger_gpi}"
+        _log.info("reader_inventory_stopped", reader=self._id, inventory_s=self.inventory_s)
+
+    def _rf_off(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._rf_on_since is not None and self._loop is not None:
+            self._rf_s += self._loop.time() - self._rf_on_since
+            self._rf_on_since = None
+        self._health.detail["inventory_s"] = f"{self._rf_s:.1f}"
 
     def _map(self, reads: _Unmapped) -> list[MappedRead]:
         if reads.kind == "report":
