@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from llrpkit.emulator.core import EmulatedTag
 
 from gateway.domain.events import InputHeard, TagRead
 from gateway.errors import ReaderRejectedConfig
@@ -17,6 +18,7 @@ from gateway.readers.llrp.gpio import START_TRIGGER_GPI, GpoLatch
 from gateway.readers.llrp.scenario import GpiChange, Pass, Scenario, ScenarioTag
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.simulator import LlrpSimulator
+from tests.support.llrpkit import CountingEmulator
 
 FAST = LlrpSettings(keepalive_s=1.0, connect_timeout_s=5.0, disconnect_timeout_s=2.0)
 LIGHTS = dataclasses.replace(FAST, gpo_ports=(1, 2, 3))
@@ -132,3 +134,30 @@ async def test_triggered_inventory_reads_only_while_the_beam_is_broken_and_linge
             sim.set_gpi(1, high=True)
             assert await count_reads(driver, 1.0) > 0
             assert 1.5 < driver.inventory_s < 4.5
+
+
+async def test_llrpkit_emulator_gpi_event_starts_inventory_and_sees_the_gpo_write() -> None:
+    # An emulator nobody here wrote: its own GPI start trigger, GPIEvents and GPO register.
+    tag = EmulatedTag(bytes.fromhex("300833B2DDD9014000000001"), (1,), -50.0)
+    settings = dataclasses.replace(
+        FAST, trigger_gpi=1, trigger_linger_s=0.5, gpo_ports=(1, 2, 3), report_every_n_tags=1
+    )
+    latch = GpoLatch("portal")
+    emulator = CountingEmulator(tags=[tag], reads_per_sec=50.0, seed=3)
+    async with emulator:
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", emulator.port, settings, outputs=latch)
+        async with driver:
+            assert await count_reads(driver, 1.0) == 0  # beam low: the tag in view is not read
+            assert emulator.reads_sent == 0
+            await emulator.set_gpi(1, high=True)
+            assert await count_reads(driver, 1.0) > 0
+            assert driver.health.detail["gpi_1"] == "high"
+            latch.set({1: True, 2: False, 3: False})
+            # llrpkit keeps its GPO register private; it is the emulator's view of the light.
+            await until(lambda: emulator._gpo_states[1], 3.0)
+            await emulator.set_gpi(1, high=False)
+            await count_reads(driver, 1.5)
+            sent = emulator.reads_sent
+            assert await count_reads(driver, 1.0) == 0
+            assert emulator.reads_sent == sent, "the inventory went on after linger_s"
+        assert "request_failed" not in driver.health.detail

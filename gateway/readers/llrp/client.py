@@ -100,7 +100,9 @@ def sllurp_config(settings: LlrpSettings) -> LLRPReaderConfig:
         "reset_on_connect": True,
     }
     if settings.trigger_gpi is not None:
+        # Readers report a GPI's events, and its start trigger fires, only with the port enabled.
         cfg["event_selector"] = {"GPIEvent": True}
+        cfg["gpi_ports_config"] = {settings.trigger_gpi: True}
     if settings.power_dbm_by_antenna:
         cfg["tx_power_dbm"] = {a: float(p) for a, p in settings.power_dbm_by_antenna}
     if settings.search_mode is not None:
