@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import json
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import LlrpReader, parse_config
+from gateway.daemon.feedback import DockFeedback
 from gateway.daemon.wiring import gpo_ports
 from gateway.domain.feedback import Light, Verdict, verdicts, worst
 from gateway.domain.movements import Evidence, Item, Movement, MovementType
@@ -199,3 +204,39 @@ def test_trigger_reaches_the_llrp_settings_and_a_bad_one_names_the_key() -> None
     with pytest.raises(ConfigError) as caught:
         parse_config(raw)
     assert caught.value.key == "readers.0.trigger.gpi"
+
+
+async def test_dock_feedback_lights_one_verdict_publishes_it_and_turns_it_off() -> None:
+    raw = copy.deepcopy(_BASE)
+    raw["stations"][0]["lights"]["hold_s"] = 0.1
+    config = parse_config(raw)
+    latches = DockFeedback.latches(config)
+    published: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(station: str, payload: bytes) -> None:
+        published.append((station, json.loads(payload)))
+
+    feedback = DockFeedback(
+        config, latches, publish=publish, monotonic=time.monotonic, clock=time.time
+    )
+    runner = asyncio.create_task(feedback.run())
+    try:
+        await feedback.committed([_movement(), _movement(expected=False)])
+        assert latches["door-1-portal"].wanted == {1: False, 2: True, 3: False}
+        assert feedback.shown("door-1") == "unexpected"
+        async with asyncio.timeout(2.0):
+            while feedback.shown("door-1") is not None:
+                await asyncio.sleep(0.01)
+        assert latches["door-1-portal"].wanted == {1: False, 2: False, 3: False}
+        # A station without lights still publishes its verdict.
+        await feedback.committed([_movement("bench-1", flags=("duplicate",))])
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert [(s, p["verdict"]) for s, p in published] == [
+        ("door-1", "unexpected"),
+        ("door-1", None),
+        ("bench-1", "problem"),
+    ]
+    assert published[0][1]["schema"] == "dock-gateway/feedback/1"
