@@ -191,6 +191,7 @@ class TriggerSection(_Model):
 
     gpi: Annotated[int, Field(ge=1)]
     linger_s: Annotated[float, Field(ge=0)] = 5.0
+    start: Literal["rospec", "gateway"] = "rospec"  # the ROSpec's GPI trigger, or START_ROSPEC
 
 
 class StationSection(_Model):

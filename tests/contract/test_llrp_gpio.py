@@ -161,3 +161,34 @@ async def test_llrpkit_emulator_gpi_event_starts_inventory_and_sees_the_gpo_writ
             assert await count_reads(driver, 1.0) == 0
             assert emulator.reads_sent == sent, "the inventory went on after linger_s"
         assert "request_failed" not in driver.health.detail
+
+
+async def test_gateway_started_inventory_for_readers_without_gpi_start_triggers() -> None:
+    settings = dataclasses.replace(
+        FAST, trigger_gpi=1, trigger_linger_s=0.5, trigger_by_gateway=True
+    )
+    async with LlrpSimulator(parked_and_passing()) as sim:
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, settings)
+        async with driver:
+            spec = sim.record.last_rospec
+            assert spec is not None
+            assert (spec.start_trigger, spec.start_gpi) == (0, None)  # Null: waits for us
+            assert await count_reads(driver, 0.8) == 0
+            sim.set_gpi(1, high=True)
+            assert await count_reads(driver, 1.0) > 0
+            sim.set_gpi(1, high=False)
+            await count_reads(driver, 1.2)
+            assert len(sim.record.rospec_stops_mono) == 1
+            assert await count_reads(driver, 0.8) == 0
+        assert "request_failed" not in driver.health.detail
+
+
+async def test_a_beam_broken_before_the_connect_starts_the_inventory_at_once() -> None:
+    settings = dataclasses.replace(FAST, trigger_gpi=1, trigger_linger_s=0.5)
+    async with LlrpSimulator(parked_and_passing()) as sim:
+        sim.set_gpi(1, high=True)  # no client yet: nobody sees the edge
+        driver = LlrpDriver("portal", "door-1", "127.0.0.1", sim.port, settings)
+        async with driver:
+            assert driver.health.detail["inventory"] == "on"
+            assert await count_reads(driver, 1.0) > 0
+        assert "request_failed" not in driver.health.detail

@@ -200,6 +200,15 @@ def test_trigger_reaches_the_llrp_settings_and_a_bad_one_names_the_key() -> None
     assert isinstance(reader, LlrpReader)
     settings = llrp_settings(find_profile(reader.profile), reader)
     assert (settings.trigger_gpi, settings.trigger_linger_s) == (2, 1.5)
+    assert not settings.trigger_by_gateway
+    raw["readers"][0]["trigger"]["start"] = "gateway"
+    reader = parse_config(raw).readers[0]
+    assert isinstance(reader, LlrpReader)
+    assert llrp_settings(find_profile(reader.profile), reader).trigger_by_gateway
+    raw["readers"][0]["trigger"]["start"] = "beam"
+    with pytest.raises(ConfigError) as bad_start:
+        parse_config(raw)
+    assert bad_start.value.key == "readers.0.trigger.start"
     raw["readers"][0]["trigger"] = {"gpi": 0}
     with pytest.raises(ConfigError) as caught:
         parse_config(raw)

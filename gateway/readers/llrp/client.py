@@ -29,7 +29,7 @@ from sllurp.llrp_errors import ReaderConfigurationError
 from sllurp.llrp_proto import LLRPError, LLRPROSpec, Param_struct
 
 from gateway.domain.events import InputHeard
-from gateway.readers.llrp.frames import STOP_ROSPEC, Message
+from gateway.readers.llrp.frames import START_ROSPEC, STOP_ROSPEC, Message
 from gateway.readers.llrp.gpio import gpo_write
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import decode_tag_reports, is_ro_access_report
@@ -126,6 +126,7 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         clock: Callable[[], float],
         gpo_ports: tuple[int, ...] = (),
         gpi_ports: tuple[int, ...] = (),
+        start_by_gateway: bool = False,
     ) -> None:
         super().__init__(host, port, config, timeout=5.0)
         self._bridge = bridge
@@ -133,7 +134,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self._clock = clock
         self.thread: threading.Thread | None = None
         self.llrp = _Protocol(config, self.send_data, self._on_llrp_state_changed)
-        self.llrp.start_gpi = gpi_ports[0] if gpi_ports else None
+        # Triggered: the ROSpec waits for its GPI start trigger, or (start_gpi None) for us.
+        self.llrp.triggered = bool(gpi_ports)
+        self.llrp.start_gpi = gpi_ports[0] if gpi_ports and not start_by_gateway else None
         self._buf = bytearray()
         self._close_lock = threading.Lock()
         # What the reader thread decoded from the current socket read, put as one Chunk.
@@ -153,6 +156,7 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self.add_message_callback("GET_READER_CAPABILITIES_RESPONSE", self._check_gpio)
         self.add_message_callback("READER_EVENT_NOTIFICATION", self._check_gpi_event)
+        self.add_message_callback("GET_READER_CONFIG_RESPONSE", self._check_gpi_state)
         self.add_tag_report_callback(lambda _r, tags: self._notice(("tags", tags)))
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
         # for every decoded message just before it, so this is where we see the reader breathe.
@@ -162,6 +166,7 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             "SET_READER_CONFIG_RESPONSE",
             "ENABLE_ROSPEC_RESPONSE",
             "STOP_ROSPEC_RESPONSE",
+            "START_ROSPEC_RESPONSE",
         ):
             self.add_message_callback(name, self._check_status)
         self.add_state_callback(
@@ -201,6 +206,10 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
     def write_gpo(self, states: Mapping[int, bool]) -> None:
         """Queue a SET_READER_CONFIG writing these GPO ports; the reader thread sends it."""
         self._post(lambda msg_id: gpo_write(msg_id, states))
+
+    def start_rospec(self) -> None:
+        """Queue a START_ROSPEC for our ROSpec (the beam is high, and no edge will start it)."""
+        self._post(lambda msg_id: Message(START_ROSPEC, msg_id, struct.pack("!I", 1)).to_bytes())
 
     def stop_rospec(self) -> None:
         """Queue a STOP_ROSPEC for our ROSpec (its GPI start trigger stays armed)."""
@@ -364,6 +373,14 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         if event:
             self._notice(("gpi", int(event["GPIPortNumber"]), bool(event["GPIEvent"])))
 
+    def _check_gpi_state(self, _reader: object, lmsg: LLRPMessage) -> None:
+        """The trigger's GPI level at connect (GPIPortCurrentState.GPIState: 0 low, 1 high)."""
+        states = lmsg.msgdict[lmsg.getName()].get("GPIPortCurrentState", [])
+        for state in states if isinstance(states, list) else [states]:
+            level = state.get("GPIState")  # 2: unknown
+            if int(state.get("GPIPortNum", 0)) in self._gpi_ports and level in (0, 1):
+                self._notice(("gpi", int(state["GPIPortNum"]), level == 1))
+
     def _check_status(self, _reader: object, lmsg: LLRPMessage) -> None:
         msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
         if msg_id in self._own_ids and not lmsg.isSuccess():
@@ -385,6 +402,7 @@ def _readable(events: list[tuple[int, int]], fd: int) -> bool:
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
     """sllurp's state machine with the report trigger set without an AISpec stop trigger."""
 
+    triggered = False  # the ROSpec waits for a GPI instead of starting at once
     start_gpi: int | None = None  # the ROSpec starts when this GPI goes high
 
     def setTxPowerDbm(self, tx_pow_dbm: Any = None) -> None:  # noqa: N802 - sllurp's name
@@ -433,6 +451,8 @@ class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
                 "ROSpecStartTriggerType": "GPI",
                 "GPITriggerValue": {"GPIPortNum": self.start_gpi, "GPIEvent": True, "Timeout": 0},
             }
+        elif self.triggered:  # the driver starts it with START_ROSPEC on the GPI event
+            rospec["ROBoundarySpec"]["ROSpecStartTrigger"] = {"ROSpecStartTriggerType": "Null"}
         self.rospec: Any = rospec
         return rospec
 

@@ -136,6 +136,7 @@ class LlrpDriver:
             clock=self._clock,
             gpo_ports=self._settings.gpo_ports,
             gpi_ports=() if self._settings.trigger_gpi is None else (self._settings.trigger_gpi,),
+            start_by_gateway=self._settings.trigger_by_gateway,
         )
         try:
             await _in_daemon_thread(self._client.connect, self._settings.connect_timeout_s)
@@ -170,10 +171,16 @@ class LlrpDriver:
         _log.info("reader_inventorying", reader=self._id, host=self._host, port=self._port)
         if self._outputs is not None:
             self._outputs.attach(self._write_gpo)  # the lights as they should be now
-        if self._settings.trigger_gpi is None:
+        trigger = self._settings.trigger_gpi
+        if trigger is None:
             self._rf_on_since = self._loop.time()  # inventory runs as long as we are connected
+        elif self._health.detail.get(f"gpi_{trigger}") == "high":
+            # The beam was broken already when we connected: no edge will start the ROSpec.
+            self._client.start_rospec()
+            self._rf_on_since = self._loop.time()
+            self._health.detail["inventory"] = "on"
         else:
-            self._health.detail["inventory"] = f"waiting for GPI {self._settings.trigger_gpi}"
+            self._health.detail["inventory"] = f"waiting for GPI {trigger}"
         return self
 
     async def __aexit__(
@@ -263,6 +270,8 @@ class LlrpDriver:
             return []
 
     def _reset(self) -> None:
+        for key in [k for k in self._health.detail if k.startswith("gpi_")]:
+            del self._health.detail[key]  # levels of a past session; this one reports its own
         self._pending.clear()
         self._mapped.clear()
         self._inventorying = False
@@ -322,14 +331,17 @@ class LlrpDriver:
         """Note a GPI level; the trigger's GPI starts (the reader did) or stops the inventory."""
         self._health.detail[f"gpi_{port}"] = "high" if high else "low"
         _log.info("reader_gpi", reader=self._id, port=port, high=high, at_s=at_s)
-        if port != self._settings.trigger_gpi or self._loop is None:
-            return
+        if port != self._settings.trigger_gpi or self._health.state != "inventorying":
+            return  # during the handshake: only noted; __aenter__ acts on the level at its end
+        assert self._loop is not None
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
         if high:
-            # The ROSpec's GPI start trigger has started the inventory on the reader already.
             if self._rf_on_since is None:
+                if self._settings.trigger_by_gateway and self._client is not None:
+                    self._client.start_rospec()
+                # else the ROSpec's GPI start trigger has started it on the reader already
                 self._rf_on_since = self._loop.time()
             self._health.detail["inventory"] = "on"
         elif self._rf_on_since is not None:

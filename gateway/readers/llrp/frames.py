@@ -7,7 +7,7 @@ not import sllurp (the tests check its bytes against sllurp's decoder).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gateway.errors import FrameError
@@ -339,14 +339,21 @@ class Capabilities:
         return Message(GET_READER_CAPABILITIES_RESPONSE, msg_id, body).to_bytes()
 
 
-def reader_config_response(msg_id: int, antennas: int, keepalive_ms: int) -> bytes:
-    """GET_READER_CONFIG_RESPONSE: status, antenna properties and the keepalive spec."""
+def reader_config_response(
+    msg_id: int, antennas: int, keepalive_ms: int, gpi_high: Mapping[int, bool] | None = None
+) -> bytes:
+    """GET_READER_CONFIG_RESPONSE: status, antenna properties, keepalive spec, GPI levels."""
     props = b"".join(
         tlv(P_ANTENNA_PROPERTIES, struct.pack("!BHh", 0x80, ant, 0))
         for ant in range(1, antennas + 1)
     )
     kspec = tlv(P_KEEPALIVE_SPEC, struct.pack("!BI", 1 if keepalive_ms else 0, keepalive_ms))
-    return Message(GET_READER_CONFIG_RESPONSE, msg_id, llrp_status() + props + kspec).to_bytes()
+    gpis = b"".join(  # GPIPortCurrentState: enabled, and high (1) or low (0)
+        tlv(225, struct.pack("!HBB", port, 0x80, int(high)))
+        for port, high in sorted((gpi_high or {}).items())
+    )
+    body = llrp_status() + props + kspec + gpis
+    return Message(GET_READER_CONFIG_RESPONSE, msg_id, body).to_bytes()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ class LlrpSettings:
     matched to the closest entry of the reader's power table. `search_mode` is Impinj's
     InventorySearchMode and turns on Impinj extensions (real Impinj readers only).
     `gpo_ports` are the outputs the station lights drive; `trigger_gpi`, when set, makes the
-    inventory run while that input is high and `trigger_linger_s` after it falls. Ports the
-    reader lacks (GPIOCapabilities) are refused at connect.
+    inventory run while that input is high and `trigger_linger_s` after it falls, started by the
+    ROSpec's GPI start trigger or, with `trigger_by_gateway`, by START_ROSPEC on GPI events (for
+    readers without GPI start triggers). Ports the reader lacks (GPIOCapabilities) are refused.
     """
 
     antennas: tuple[int, ...] = (1, 2, 3, 4)
@@ -33,3 +34,4 @@ class LlrpSettings:
     gpo_ports: tuple[int, ...] = ()
     trigger_gpi: int | None = None
     trigger_linger_s: float = 0.0
+    trigger_by_gateway: bool = False

@@ -359,6 +359,7 @@ class _Session:
                     mid,
                     self._sim._caps.antennas,  # noqa: SLF001
                     rec.keepalive_ms or 0,
+                    rec.gpi,
                 )
             )
         elif t == f.SET_READER_CONFIG:
