@@ -20,6 +20,8 @@ What sllurp does not do for us, and how we make up for it:
   process always exits, and wakes the loop at most once per batch;
 - its generic decoder is slow for the one message a busy portal floods us with: tag reports of
   the common shape are decoded by `tag_reports` (struct only), the rest still by sllurp.
+GPIO: the station lights' GPO writes (`GpoLatch`) and START/STOP_ROSPEC of a triggered inventory
+are posted to the reader thread, the one writer of the socket; GPI events arrive as notices.
 """
 
 from __future__ import annotations
@@ -114,6 +116,13 @@ class LlrpDriver:
     def bytes_received(self) -> int:
         """Bytes the current session's reader thread has read off its socket."""
         return self._client.bytes_received if self._client is not None else 0
+
+    @property
+    def inventory_s(self) -> float:
+        """Seconds this driver has had the reader inventorying (RF on), the current run too."""
+        on_since = self._rf_on_since
+        live = 0.0 if on_since is None or self._loop is None else self._loop.time() - on_since
+        return self._rf_s + live
 
     async def __aenter__(self) -> Self:
         """Connect and start inventory; ReaderUnavailable or ReaderRejectedConfig on failure."""
@@ -319,13 +328,6 @@ class LlrpDriver:
         elif kind == "lost" and self._failure is None and not self._closing:
             self._failure = ReaderUnavailable(self._id, str(notice[1]))
             self._health.last_error = str(notice[1])
-
-    @property
-    def inventory_s(self) -> float:
-        """Seconds this driver has had the reader inventorying (RF on), the current run too."""
-        on_since = self._rf_on_since
-        live = 0.0 if on_since is None or self._loop is None else self._loop.time() - on_since
-        return self._rf_s + live
 
     def _on_gpi(self, port: int, *, high: bool, at_s: float) -> None:
         """Note a GPI level; the trigger's GPI starts (the reader did) or stops the inventory."""
