@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of s
     sim_reader.add_argument("--host", default="127.0.0.1")
     sim_reader.add_argument("--scenario", type=Path, default=None)
     sim_reader.add_argument("--speed", type=float, default=1.0, help="scenario time factor")
+    sim_reader.add_argument(
+        "--gpi-stdin",
+        action="store_true",
+        help="set GPIs from stdin lines: `1 high` breaks the beam on GPI 1, `1 low` clears it",
+    )
     sim_reader.set_defaults(handler=_cmd_simulate_reader)
 
     profiles = sub.add_parser("profiles", help="reader profiles for technicians")
@@ -268,7 +273,9 @@ def _cmd_decode_barcode(args: argparse.Namespace) -> int:
 def _cmd_simulate_reader(args: argparse.Namespace) -> int:
     from gateway.readers.simulate_cli import run_simulator  # noqa: PLC0415
 
-    return run_simulator(args.port, args.scenario, host=args.host, speed=args.speed)
+    return run_simulator(
+        args.port, args.scenario, host=args.host, speed=args.speed, gpi_stdin=args.gpi_stdin
+    )
 
 
 def _profile_arg(text: str) -> Any:

@@ -165,6 +165,35 @@ class PatternsSection(_Model):
     gs1_dictionary: Path | None = None
 
 
+class LightsSection(_Model):
+    """A stack light on an LLRP reader's GPOs: one port per verdict, lit for `hold_s`."""
+
+    reader: str
+    expected: Annotated[int, Field(ge=1)]
+    unexpected: Annotated[int, Field(ge=1)]
+    problem: Annotated[int, Field(ge=1)]
+    hold_s: Annotated[float, Field(gt=0)] = 4.0
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> LightsSection:
+        if len({self.expected, self.unexpected, self.problem}) < 3:
+            msg = "expected, unexpected and problem need three different GPO ports"
+            raise ValueError(msg)
+        return self
+
+    def ports(self) -> dict[str, int]:
+        """Verdict to GPO port."""
+        return {"expected": self.expected, "unexpected": self.unexpected, "problem": self.problem}
+
+
+class TriggerSection(_Model):
+    """Inventory while GPI `gpi` is high, and `linger_s` after it falls."""
+
+    gpi: Annotated[int, Field(ge=1)]
+    linger_s: Annotated[float, Field(ge=0)] = 5.0
+    start: Literal["rospec", "gateway"] = "rospec"  # the ROSpec's GPI trigger, or START_ROSPEC
+
+
 class StationSection(_Model):
     """A place in the returns flow; its kind picks the rules that make movements."""
 
@@ -180,6 +209,7 @@ class StationSection(_Model):
     reversal_hold_s: Annotated[float, Field(ge=0)] = 0.0
     stray_rssi_dbm: float = -72.0
     leak_margin_db: Annotated[float, Field(ge=0)] = 12.0
+    lights: LightsSection | None = None
 
 
 class _ReaderBase(_Model):
@@ -204,6 +234,7 @@ class LlrpReader(_ReaderBase):
     profile: str = "generic-llrp-portal"
     zones: dict[str, list[int]] = Field(default_factory=dict)
     clock_drift_max_s: Annotated[float, Field(gt=0)] = 300.0
+    trigger: TriggerSection | None = None
 
 
 class TcpScanner(_ReaderBase):
@@ -410,6 +441,34 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
+    def _lights_on_llrp_readers(self) -> Config:
+        readers = {r.id: r for r in self.readers}
+        driven: dict[tuple[str, int], str] = {}
+        for index, station in enumerate(self.stations):
+            lights = station.lights
+            if lights is None:
+                continue
+            reader = readers.get(lights.reader)
+            if reader is None:
+                msg = f"stations.{index}.lights.reader: no reader {lights.reader!r} in [[readers]]"
+                raise ValueError(msg)
+            if not isinstance(reader, LlrpReader):
+                msg = (
+                    f"stations.{index}.lights.reader: {lights.reader!r} is a {reader.kind} "
+                    "reader; lights need an LLRP reader's GPOs"
+                )
+                raise ValueError(msg)  # noqa: TRY004 - pydantic reports only ValueError
+            for verdict, port in lights.ports().items():
+                other = driven.setdefault((reader.id, port), station.id)
+                if other != station.id:
+                    msg = (
+                        f"stations.{index}.lights.{verdict}: GPO {port} of {reader.id!r} "
+                        f"is driven by station {other!r} already"
+                    )
+                    raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
     def _remote_console_needs_password(self) -> Config:
         if (
             self.health.enabled
@@ -491,7 +550,8 @@ def _config_error(exc: ValidationError) -> ConfigError:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
-        if ": " in message and message.split(": ", 1)[0].startswith(("readers.", "console.")):
+        prefixes = ("readers.", "console.", "stations.")
+        if ": " in message and message.split(": ", 1)[0].startswith(prefixes):
             key, message = message.split(": ", 1)
     return ConfigError(key or "(top level)", message)
 

@@ -272,6 +272,9 @@ def llrp_settings(profile: Profile, reader: LlrpReader) -> LlrpSettings:
         keepalive_s=profile.reader.keepalive_s,
         max_clock_skew_s=reader.clock_drift_max_s,
         tag_filter_masks=tuple(profile.filters.epc_prefixes),
+        trigger_gpi=reader.trigger.gpi if reader.trigger else None,
+        trigger_linger_s=reader.trigger.linger_s if reader.trigger else 0.0,
+        trigger_by_gateway=reader.trigger is not None and reader.trigger.start == "gateway",
     )
 
 

@@ -209,7 +209,16 @@ class LiveFeed:
         self._last_tick_s = now
 
 
-_READER_KEYS = ("reader", "kind", "state", "events", "bad_input", "reconnects", "last_error")
+_READER_KEYS = (
+    "reader",
+    "kind",
+    "state",
+    "events",
+    "bad_input",
+    "reconnects",
+    "last_error",
+    "io",
+)
 
 
 def _event(name: str, body: object) -> bytes:

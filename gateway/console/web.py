@@ -197,10 +197,10 @@ class Console:
         readers = "".join(
             "<tr data-reader='{0}'><td><a href='/console/tuning/{0}'>{0}</a></td><td>{1}</td>"
             "<td class='state state-{2}'>{2}</td><td>{3}</td><td class='rates'></td>"
-            "<td>{4}</td><td>{5}</td></tr>".format(
+            "<td>{4}</td><td>{5}</td><td>{6}</td></tr>".format(
                 *(
                     html.escape(str(r.get(k) if r.get(k) is not None else "-"))
-                    for k in ("reader", "kind", "state", "profile", "reconnects", "bad_input")
+                    for k in ("reader", "kind", "state", "profile", "reconnects", "bad_input", "io")
                 )
             )
             for r in state["readers"]

@@ -11,6 +11,7 @@ from typing import Any
 from gateway.buffer import inbound
 from gateway.buffer.store import Buffer, Gap
 from gateway.daemon.expected import ExpectedLink
+from gateway.daemon.feedback import DockFeedback
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.recent import RecentJournal
 from gateway.daemon.shared import LOG_COMPONENT, Shared
@@ -66,8 +67,10 @@ class PipelineFlow:
         kpis: KpiTracker,
         on_committed: Callable[[], None],
         expected: ExpectedLink,
+        feedback: DockFeedback | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self._feedback = feedback
         self.expected = expected
         self._shared = shared
         self._buffer = buffer
@@ -195,15 +198,19 @@ class PipelineFlow:
         # Each chunk is its own transaction in the buffer, taken between pipeline steps.
         return await self.expected.announce(body)
 
-    def log_notices(self) -> None:
-        """Count and log what the pipeline noticed since the last call."""
+    def log_notices(self) -> list[str]:
+        """Count and log what the pipeline noticed since the last call; stations it reversed at."""
+        reversed_at: list[str] = []
         for notice in self.pipeline.take_notices():
+            if notice.event == "passage_reversed":
+                reversed_at.append(notice.station)
             self._shared.tallies.counters[f"notice_{notice.event}"] += 1
             fields = dict(notice.fields)
             self._shared.tallies.activity.add_notice(
                 notice.event, notice.station, fields, self._shared.clock()
             )
             _log.info(notice.event, station=notice.station, **fields)
+        return reversed_at
 
     async def _append(self, batch: list[_Queued]) -> None:
         counters = self._shared.tallies.counters
@@ -299,13 +306,16 @@ class PipelineFlow:
             gaps = await self._buffer.unreported_gaps()
             self._gaps_pending = False
             movements.extend(_gap_movement(self._shared.config.gateway.id, gap) for gap in gaps)
-        self.log_notices()
+        reversed_at = self.log_notices()
         now = monotonic()
         due = (
             self._cursor != self._checkpointed_cursor or self._behind_checkpoint
         ) and now - self._last_checkpoint_mono >= CHECKPOINT_EVERY_S
         if movements or due or self._state_dirty:
             await self._checkpoint(movements, gaps, advance=bool(due or self._state_dirty or gaps))
+        if self._feedback is not None and (movements or reversed_at):
+            # Decided on what is committed: a light never says more than the outbox holds.
+            await self._feedback.committed(movements, reversed_at)
 
     async def _checkpoint(
         self, movements: list[Movement], gaps: Sequence[Gap] = (), *, advance: bool = True

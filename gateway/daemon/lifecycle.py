@@ -17,7 +17,7 @@ from gateway.console.tags import TagsInView
 from gateway.daemon import views
 from gateway.daemon.running import Running, start_parts
 from gateway.daemon.shared import LOG_COMPONENT, Shared, Tallies
-from gateway.daemon.wiring import driver_factory
+from gateway.daemon.wiring import driver_factory, gpo_ports
 from gateway.errors import BufferUnavailable, GatewayError, InputError, ShutdownRequested
 from gateway.logs import get_logger
 from gateway.profiles import load_reader_profiles
@@ -232,6 +232,7 @@ class Daemon:
                 group.create_task(upkeep.kpi_loop(), name="kpi")
                 group.create_task(upkeep.verify_buffer(), name="buffer-verify")
                 group.create_task(flow.expected.sweep_loop(shared.clock), name="expected-sweep")
+                group.create_task(running.feedback.run(), name="feedback")
                 for reader, slot in zip(self.config.readers, self.slots, strict=True):
                     factory = driver_factory(
                         reader,
@@ -239,6 +240,8 @@ class Daemon:
                         replay_epochs=running.replay_epochs,
                         clock=shared.clock,
                         scans=running.scans,
+                        outputs=running.feedback.latch(reader.id),
+                        gpo_ports=gpo_ports(self.config, reader.id),
                     )
                     self._reader_tasks.append(
                         group.create_task(

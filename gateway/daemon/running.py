@@ -9,6 +9,7 @@ from gateway.buffer.expected import ExpectedStore
 from gateway.buffer.store import Buffer
 from gateway.daemon.commands import CommandHandler
 from gateway.daemon.expected import ExpectedLink
+from gateway.daemon.feedback import DockFeedback
 from gateway.daemon.flow import PipelineFlow, restore_pipeline
 from gateway.daemon.kpis import KpiTracker
 from gateway.daemon.profile_switch import ProfileSwitcher
@@ -35,6 +36,8 @@ class Running:
     replay_epochs: dict[str, float]
     # MQTT scans from the broker link to the `mqtt-scanner` reader (None: none configured).
     scans: InboundLane[Delivery] | None
+    # What each door shows (stack lights on reader GPOs, the feedback topic).
+    feedback: DockFeedback
 
 
 async def start_parts(
@@ -76,6 +79,17 @@ async def start_parts(
     for slot in shared.slots:
         slot.on_change = forwarder.refresh_status
     buffer.stall.on_change = forwarder.refresh_status
+
+    async def publish_feedback(station: str, payload: bytes) -> None:
+        await forwarder.publish_event(payload, topic=shared.topics.feedback(station))
+
+    feedback = DockFeedback(
+        config,
+        DockFeedback.latches(config),
+        publish=publish_feedback,
+        monotonic=shared.monotonic,
+        clock=shared.clock,
+    )
     flow = PipelineFlow(
         shared,
         buffer,
@@ -86,6 +100,7 @@ async def start_parts(
         kpis=kpis,
         on_committed=forwarder.notify,
         expected=expected,
+        feedback=feedback,
     )
     # A registry in a snapshot from before migration 0002 moves into the buffer (idempotent).
     await expected.import_legacy()
@@ -101,4 +116,5 @@ async def start_parts(
         upkeep=Upkeep(shared, buffer, forwarder, flow, kpis, notifier),
         replay_epochs=replay_epochs,
         scans=scans,
+        feedback=feedback,
     )

@@ -100,7 +100,29 @@ def _reader_dict(slot: ReaderSlot) -> dict[str, Any]:
         "bad_input": health.bad_input,
         "reconnects": health.reconnects,
         "last_error": health.last_error,
+        "gpi": {
+            k.removeprefix("gpi_"): v for k, v in health.detail.items() if k.startswith("gpi_")
+        },
+        "inventory": health.detail.get("inventory"),
+        "inventory_s": float(health.detail["inventory_s"])
+        if "inventory_s" in health.detail
+        else None,
+        "io": _io_summary(health.detail),
     }
+
+
+def _io_summary(detail: dict[str, str]) -> str | None:
+    """GPI levels and the triggered inventory in a few words (the console's reader row)."""
+    parts = [
+        f"GPI {k.removeprefix('gpi_')} {v}"
+        for k, v in sorted(detail.items())
+        if k.startswith("gpi_")
+    ]
+    if "inventory" in detail:
+        parts.append(f"inventory {detail['inventory']}")
+    if "inventory_s" in detail:
+        parts.append(f"{detail['inventory_s']} s inventorying")
+    return " · ".join(parts) or None
 
 
 def _stats_dict(stats: BufferStats) -> dict[str, Any]:

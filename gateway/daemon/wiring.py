@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from gateway.buffer.keys import replay_epoch_key
@@ -26,6 +27,7 @@ from gateway.errors import GatewayError
 from gateway.gs1 import BIIP_GS1
 from gateway.profiles import Profile, llrp_settings
 from gateway.readers.base import ReaderDriver
+from gateway.readers.llrp.gpio import GpoLatch
 from gateway.readers.replay import ReplayDriver
 from gateway.runtime.inbound import Delivery, InboundLane
 
@@ -37,10 +39,13 @@ def driver_factory(
     replay_epochs: Mapping[str, float],
     clock: Callable[[], float],
     scans: InboundLane[Delivery] | None = None,
+    outputs: GpoLatch | None = None,
+    gpo_ports: tuple[int, ...] = (),
 ) -> Callable[[], ReaderDriver]:
     """A maker of fresh drivers for one reader; LLRP ones read the reader's profile at each call.
 
-    `scans` is the lane the broker link fills with MQTT scans (for an `mqtt-scanner` reader).
+    `scans` is the lane the broker link fills with MQTT scans (for an `mqtt-scanner` reader);
+    `outputs` and `gpo_ports` are an LLRP reader's stack light (the GPOs station lights drive).
     """
     if isinstance(reader, ReplayReader):
         epoch_s = replay_epochs.get(reader.id, clock())
@@ -94,7 +99,7 @@ def driver_factory(
             clock=clock,
         )
     if isinstance(reader, LlrpReader):
-        return _llrp_factory(reader, profiles, clock)
+        return _llrp_factory(reader, profiles, clock, outputs, gpo_ports)
     if isinstance(reader, MqttScanner) and scans is not None:
         from gateway.readers.mqtt import MqttScannerDriver  # noqa: PLC0415
 
@@ -108,6 +113,17 @@ def driver_factory(
             clock=clock,
         )
     raise GatewayError(f"no driver for reader kind {reader.kind}")
+
+
+def gpo_ports(config: Config, reader_id: str) -> tuple[int, ...]:
+    """The GPO ports of a reader that station lights drive."""
+    ports = {
+        port
+        for station in config.stations
+        if station.lights is not None and station.lights.reader == reader_id
+        for port in station.lights.ports().values()
+    }
+    return tuple(sorted(ports))
 
 
 def scan_lane(config: Config) -> InboundLane[Delivery] | None:
@@ -198,15 +214,27 @@ async def load_replay_epochs(
 
 
 def _llrp_factory(
-    reader: LlrpReader, profiles: Mapping[str, Profile], clock: Callable[[], float]
+    reader: LlrpReader,
+    profiles: Mapping[str, Profile],
+    clock: Callable[[], float],
+    outputs: GpoLatch | None,
+    gpo_ports: tuple[int, ...],
 ) -> Callable[[], ReaderDriver]:
     from gateway.readers.llrp.driver import LlrpDriver  # noqa: PLC0415 - loads sllurp only when used
 
     def make() -> ReaderDriver:
         # Looked up at each connect: a profile switch restarts the session with the new entry.
-        settings = llrp_settings(profiles[reader.id], reader)
+        settings = dataclasses.replace(
+            llrp_settings(profiles[reader.id], reader), gpo_ports=gpo_ports
+        )
         return LlrpDriver(
-            reader.id, reader.station, reader.host, reader.port, settings, clock=clock
+            reader.id,
+            reader.station,
+            reader.host,
+            reader.port,
+            settings,
+            clock=clock,
+            outputs=outputs,
         )
 
     return make

@@ -296,23 +296,40 @@ class _GatewayCollector(Collector):
         if broker.get("server"):
             server.add_metric([str(broker["server"])], 1.0)
         yield server
-        state = GaugeMetricFamily(
-            "gateway_reader_state", "1 for the reader's current state", labels=["reader", "state"]
-        )
-        reads = CounterMetricFamily(
-            "gateway_reader_events", "Events from a reader", labels=["reader"]
-        )
-        bad = CounterMetricFamily(
-            "gateway_reader_bad_input", "Bad input from a reader", labels=["reader"]
-        )
-        for reader_id, reader in sorted((health.get("readers") or {}).items()):
-            for name in _READER_STATES:
-                state.add_metric([reader_id, name], 1.0 if reader.get("state") == name else 0.0)
-            reads.add_metric([reader_id], float(reader.get("events") or 0))
-            bad.add_metric([reader_id], float(reader.get("bad_input") or 0))
-        yield state
-        yield reads
-        yield bad
+        yield from _reader_metrics(health.get("readers") or {})
+
+
+def _reader_metrics(readers: Mapping[str, Any]) -> Iterator[Metric]:
+    """Each reader's state, events, bad input, GPI levels and seconds inventorying."""
+    state = GaugeMetricFamily(
+        "gateway_reader_state", "1 for the reader's current state", labels=["reader", "state"]
+    )
+    reads = CounterMetricFamily("gateway_reader_events", "Events from a reader", labels=["reader"])
+    bad = CounterMetricFamily(
+        "gateway_reader_bad_input", "Bad input from a reader", labels=["reader"]
+    )
+    gpi = GaugeMetricFamily(
+        "gateway_reader_gpi", "1 while a reader's GPI is high", labels=["reader", "port"]
+    )
+    rf = CounterMetricFamily(
+        "gateway_reader_inventory_seconds",
+        "Seconds the reader has inventoried (this session; triggered inventory)",
+        labels=["reader"],
+    )
+    for reader_id, reader in sorted(readers.items()):
+        for name in _READER_STATES:
+            state.add_metric([reader_id, name], 1.0 if reader.get("state") == name else 0.0)
+        reads.add_metric([reader_id], float(reader.get("events") or 0))
+        bad.add_metric([reader_id], float(reader.get("bad_input") or 0))
+        for port, level in sorted((reader.get("gpi") or {}).items()):
+            gpi.add_metric([reader_id, str(port)], 1.0 if level == "high" else 0.0)
+        if reader.get("inventory_s") is not None:
+            rf.add_metric([reader_id], float(reader["inventory_s"]))
+    yield state
+    yield reads
+    yield bad
+    yield gpi
+    yield rf
 
 
 def _stall_metrics(stall: Mapping[str, Any]) -> Iterator[Metric]:

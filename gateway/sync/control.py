@@ -23,12 +23,13 @@ MAX_OFFLINE_EVENTS = 100
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """One QoS 1 publish that is not a movement."""
+    """One publish that is not a movement (QoS 1 unless said; QoS 0 takes no window room)."""
 
     topic: str
     payload: bytes
     retain: bool
     properties: PublishProperties | None = None
+    qos: int = 1
 
 
 class ControlQueue:
@@ -75,7 +76,9 @@ class ControlQueue:
         queue = self._queue
         while queue and window.has_room():
             item = queue.popleft()
-            window.sent_other(publish(item), item.topic)
+            mid = publish(item)
+            if item.qos:
+                window.sent_other(mid, item.topic)
 
     def send_replays(self, publish: Callable[[bytes], int], window: Window) -> int:
         """Publish queued replays while the window has room; return how many."""

@@ -214,9 +214,15 @@ class Forwarder:
             props = PublishProperties(correlation_data=msg.correlation_data)
             self._queue_control(Control(msg.response_topic, payload, False, props))
 
-    async def publish_event(self, payload: bytes) -> None:
-        """Publish a gateway event at QoS 1, best effort (the last few are kept while offline)."""
-        if self._connected():
+    async def publish_event(self, payload: bytes, *, topic: str | None = None) -> None:
+        """Publish a gateway event at QoS 1, best effort (the last few are kept while offline).
+
+        With `topic` (a door's verdict) at QoS 0, and only while connected: it is stale at once.
+        """
+        if topic is not None:
+            if self._connected():
+                self._queue_control(Control(topic, payload, retain=False, qos=0))
+        elif self._connected():
             self._queue_control(Control(self._topics.events, payload, retain=False))
         else:
             self._control.keep_event(payload)
@@ -384,7 +390,7 @@ class Forwarder:
         publish = functools.partial(link.publish_row, self._topics.movements)
         try:
             self._control.send(
-                lambda c: link.publish(c.topic, c.payload, 1, c.retain, c.properties), window
+                lambda c: link.publish(c.topic, c.payload, c.qos, c.retain, c.properties), window
             )
             if not self._stop_event.is_set() and not window.going_back:
                 resent = window.send_again(publish, self._acks.next_resend)

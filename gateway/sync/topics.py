@@ -43,6 +43,10 @@ class Topics:
         """Gateway events (profile changes, alerts), QoS 1, not retained."""
         return f"{self.base}/events"
 
+    def feedback(self, station: str) -> str:
+        """The verdict shown at `station` (expected / unexpected / problem), QoS 0."""
+        return f"{self.base}/feedback/{station}"
+
     @property
     def site_expected_returns(self) -> str:
         """Site-wide announcements of expected returns: one publish reaches every door."""

@@ -22,9 +22,9 @@ import pytest
 
 from tests.integration.test_console_security import _self_signed
 from tests.integration.test_operations_e2e import _config, _scenario, _settings
-from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
 from tests.support.daemon import ROOT, DaemonProcess, http_get, wait_until
+from tests.support.llrp_sim import SimulatorThread
 from tests.support.wms import publish
 
 pytestmark = pytest.mark.slow

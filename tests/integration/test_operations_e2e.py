@@ -19,9 +19,9 @@ import pytest
 from gateway.domain.signing import sign_command
 from gateway.readers.llrp.frames import ROSpec
 from gateway.readers.llrp.scenario import Fault, Pass, Scenario, ScenarioTag, sgtin96_hex
-from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto, free_port
 from tests.support.daemon import DaemonProcess, http_get, run_gateway, wait_until, write_config
+from tests.support.llrp_sim import SimulatorThread
 from tests.support.portal import portal_profile
 from tests.support.wms import Collector, publish
 

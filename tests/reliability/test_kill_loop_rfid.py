@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from gateway.readers.llrp.scenario import Pass, Scenario, ScenarioTag, sgtin96_hex
-from tests.integration.test_rfid_e2e import SimulatorThread
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, buffer_stats, wait_until, write_config
+from tests.support.llrp_sim import SimulatorThread
 from tests.support.portal import portal_profile
 from tests.support.scans import scan_events, write_jsonl
 from tests.support.wms import Collector

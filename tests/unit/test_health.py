@@ -12,7 +12,14 @@ from gateway.runtime.health import HealthPolicy, HealthServer, assess
 HEALTHY: dict[str, Any] = {
     "broker": {"connected": True, "down_for_s": None, "published": 5},
     "readers": {
-        "portal": {"reader": "portal", "state": "inventorying", "events": 10, "bad_input": 1}
+        "portal": {
+            "reader": "portal",
+            "state": "inventorying",
+            "events": 10,
+            "bad_input": 1,
+            "gpi": {"1": "high", "2": "low"},
+            "inventory_s": 12.5,
+        }
     },
     "buffer": {"pending": 3, "used_bytes": 100, "budget_bytes": 1000},
     "pipeline": {"queued_events": 2, "journaled_id": 90, "cursor": 83, "rows_behind": 7},
@@ -75,6 +82,9 @@ async def test_http_endpoint_serves_health_and_metrics() -> None:
         assert status == 200
         assert 'gateway_reader_state{reader="portal",state="inventorying"} 1.0' in metrics
         assert 'gateway_events_total{event="scans"} 4.0' in metrics
+        assert 'gateway_reader_gpi{port="1",reader="portal"} 1.0' in metrics
+        assert 'gateway_reader_gpi{port="2",reader="portal"} 0.0' in metrics
+        assert 'gateway_reader_inventory_seconds_total{reader="portal"} 12.5' in metrics
         assert 'gateway_movements_total{type="receipt"} 2.0' in metrics
         assert "gateway_buffer_pending 3.0" in metrics
         assert "gateway_pipeline_rows_behind 7.0" in metrics

@@ -145,6 +145,7 @@ function renderState(state) {
     cell(tr, rates || "-", "rates");
     cell(tr, r.reconnects);
     cell(tr, r.bad_input);
+    cell(tr, r.io || "-");
     if (r.last_error) tr.title = r.last_error;
     body.appendChild(tr);
   }

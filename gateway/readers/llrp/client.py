@@ -18,16 +18,19 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sllurp.llrp import LLRPClient, LLRPMessage, LLRPReaderClient, LLRPReaderConfig
 from sllurp.llrp import LLRPReaderState as _St
 from sllurp.llrp_errors import ReaderConfigurationError
-from sllurp.llrp_proto import LLRPError, LLRPROSpec
+from sllurp.llrp_proto import LLRPError, LLRPROSpec, Param_struct
 
 from gateway.domain.events import InputHeard
+from gateway.readers.llrp.frames import START_ROSPEC, STOP_ROSPEC, Message
+from gateway.readers.llrp.gpio import gpo_write
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import decode_tag_reports, is_ro_access_report
 from gateway.runtime.bridge import ThreadBridge
@@ -39,6 +42,8 @@ _CHUNK_BYTES: Final = 64 << 10
 _IDLE_MARK_S: Final = 0.1
 # A profile's power may fall between two entries of the reader's table; beyond this it is wrong.
 _POWER_TOLERANCE_DB: Final = 0.5
+# Message ids of our own requests (GPO writes), far from sllurp's counter that starts at 1.
+_OWN_MSG_ID_BASE: Final = 0x7F00_0000
 _MAX_FRAME_BYTES: Final = (
     16 << 20
 )  # no real report comes near; beyond it the length field is garbage
@@ -55,12 +60,15 @@ ALL_TAG_CONTENT = {
     "EnableTagSeenCount": True,
     "EnableAccessSpecID": False,
 }
+# sllurp registers GPITriggerValue with PeriodicTriggerValue's type (180); LLRP says 181.
+Param_struct["GPITriggerValue"]["type"] = 181
 # What sllurp's decoders raise on bad input besides its own LLRPError.
 _DECODE_ERRORS = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
 
 Notice = tuple[Any, ...]
 """("report", [ReportedTag]) | ("tags", [sllurp tag dict]) | ("keepalive",) | ("inventorying",) |
-("frame_error", reason) | ("rejected", reason) | ("lost", reason)."""
+("frame_error", reason) | ("rejected", reason) | ("lost", reason) | ("gpi", port, high) |
+("request_failed", reason)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,10 @@ def sllurp_config(settings: LlrpSettings) -> LLRPReaderConfig:
         "start_inventory": True,
         "reset_on_connect": True,
     }
+    if settings.trigger_gpi is not None:
+        # Readers report a GPI's events, and its start trigger fires, only with the port enabled.
+        cfg["event_selector"] = {"GPIEvent": True}
+        cfg["gpi_ports_config"] = {settings.trigger_gpi: True}
     if settings.power_dbm_by_antenna:
         cfg["tx_power_dbm"] = {a: float(p) for a, p in settings.power_dbm_by_antenna}
     if settings.search_mode is not None:
@@ -112,6 +124,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         bridge: ThreadBridge[BridgeItem],
         reader: str,
         clock: Callable[[], float],
+        gpo_ports: tuple[int, ...] = (),
+        gpi_ports: tuple[int, ...] = (),
+        start_by_gateway: bool = False,
     ) -> None:
         super().__init__(host, port, config, timeout=5.0)
         self._bridge = bridge
@@ -119,6 +134,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self._clock = clock
         self.thread: threading.Thread | None = None
         self.llrp = _Protocol(config, self.send_data, self._on_llrp_state_changed)
+        # Triggered: the ROSpec waits for its GPI start trigger, or (start_gpi None) for us.
+        self.llrp.triggered = bool(gpi_ports)
+        self.llrp.start_gpi = gpi_ports[0] if gpi_ports and not start_by_gateway else None
         self._buf = bytearray()
         self._close_lock = threading.Lock()
         # What the reader thread decoded from the current socket read, put as one Chunk.
@@ -129,11 +147,27 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         self.idle_seen_mono = 0.0
         self.bytes_received = 0
         self.refused_reads = 0  # read after the driver closed the bridge: it will never get them
+        self._gpo_ports = gpo_ports
+        self._gpi_ports = gpi_ports
+        # Frames the loop asked us to send; the reader thread sends them (one writer per socket).
+        self._posted: deque[bytes] = deque()
+        self._own_ids: set[int] = set()
+        self._next_own_id = _OWN_MSG_ID_BASE
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self.add_message_callback("GET_READER_CAPABILITIES_RESPONSE", self._check_gpio)
+        self.add_message_callback("READER_EVENT_NOTIFICATION", self._check_gpi_event)
+        self.add_message_callback("GET_READER_CONFIG_RESPONSE", self._check_gpi_state)
         self.add_tag_report_callback(lambda _r, tags: self._notice(("tags", tags)))
         # sllurp answers KEEPALIVE inside handleMessage and tells no one; message callbacks run
         # for every decoded message just before it, so this is where we see the reader breathe.
         self.add_message_callback("KEEPALIVE", lambda _r, _m: self._notice(("keepalive",)))
-        for name in ("ADD_ROSPEC_RESPONSE", "SET_READER_CONFIG_RESPONSE", "ENABLE_ROSPEC_RESPONSE"):
+        for name in (
+            "ADD_ROSPEC_RESPONSE",
+            "SET_READER_CONFIG_RESPONSE",
+            "ENABLE_ROSPEC_RESPONSE",
+            "STOP_ROSPEC_RESPONSE",
+            "START_ROSPEC_RESPONSE",
+        ):
             self.add_message_callback(name, self._check_status)
         self.add_state_callback(
             _St.STATE_INVENTORYING, lambda _r, _s: self._notice(("inventorying",))
@@ -147,6 +181,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         if not start_main_loop:
             return
         self._stop_main_loop.clear()
+        self._wake = socket.socketpair()
+        for end in self._wake:
+            end.setblocking(False)
         self.thread = threading.Thread(
             target=self.main_loop, name=f"sllurp-{self._host}:{self._port}", daemon=True
         )
@@ -166,6 +203,28 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def write_gpo(self, states: Mapping[int, bool]) -> None:
+        """Queue a SET_READER_CONFIG writing these GPO ports; the reader thread sends it."""
+        self._post(lambda msg_id: gpo_write(msg_id, states))
+
+    def start_rospec(self) -> None:
+        """Queue a START_ROSPEC for our ROSpec (the beam is high, and no edge will start it)."""
+        self._post(lambda msg_id: Message(START_ROSPEC, msg_id, struct.pack("!I", 1)).to_bytes())
+
+    def stop_rospec(self) -> None:
+        """Queue a STOP_ROSPEC for our ROSpec (its GPI start trigger stays armed)."""
+        self._post(lambda msg_id: Message(STOP_ROSPEC, msg_id, struct.pack("!I", 1)).to_bytes())
+
+    def _post(self, frame: Callable[[int], bytes]) -> None:
+        """Queue one of our own requests for the reader thread; its reply is ours, not sllurp's."""
+        self._next_own_id += 1
+        self._own_ids.add(self._next_own_id)
+        self._posted.append(frame(self._next_own_id))
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                wake[1].send(b"\0")
+
     def main_loop(self) -> None:
         """Read until stopped or lost; whatever ends it, the driver hears about it."""
         try:
@@ -177,6 +236,9 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         finally:
             self._notice(("lost", "reader thread ended"))
             self._flush(self._clock())
+            wake, self._wake = self._wake, None
+            for end in wake or ():
+                end.close()
 
     # -- private --
 
@@ -187,16 +249,20 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             return
         poller = select.poll()
         poller.register(sock, select.POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake[0], select.POLLIN)
+        sock_fd = sock.fileno()
         idle_ms = int(_IDLE_MARK_S * 1000)
         while not self._stop_main_loop.is_set():
+            self._send_posted()
             # Stamped before looking: every byte that arrived by then is read and put already.
             # The daemon's monotonic clock: a stepped wall clock must not move the marks.
             looked_mono = time.monotonic()
-            if not poller.poll(0):
+            if not _readable(poller.poll(0), sock_fd):
                 self.idle_seen_mono = looked_mono
                 self._bridge.put_mark(InputHeard(self._reader, looked_mono))
-                if not poller.poll(idle_ms):
-                    continue
+                if not _readable(poller.poll(idle_ms), sock_fd):
+                    continue  # idle, or woken to send what the loop posted
             data = sock.recv(_CHUNK_BYTES)
             if not data:
                 self._notice(("lost", "connection closed by the reader"))
@@ -207,6 +273,15 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
                 self._frame_chunk(data)
             finally:
                 self._flush(received_at_s)
+
+    def _send_posted(self) -> None:
+        """Send what the loop posted, from this thread, the only one writing to the socket."""
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(BlockingIOError):
+                wake[0].recv(4096)
+        while self._posted:
+            self.send_data(self._posted.popleft())
 
     def _notice(self, notice: Notice) -> None:
         """Collect into the current chunk on the reader thread; from elsewhere, put it alone."""
@@ -263,6 +338,8 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             self._notice(("frame_error", f"{type(err).__name__}: {err}"))
             return
         self._on_llrp_message_received(lmsg)
+        if self._own_reply(lmsg):
+            return  # answers our GPO write: sllurp's state machine never asked for it
         try:
             self.llrp.handleMessage(lmsg)
         except ReaderConfigurationError as err:
@@ -271,7 +348,45 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
         except _DECODE_ERRORS as err:
             self._notice(("frame_error", f"{type(err).__name__}: {err}"))
 
+    def _own_reply(self, lmsg: LLRPMessage) -> bool:
+        msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
+        if msg_id in self._own_ids:
+            self._own_ids.discard(msg_id)
+            return True
+        return False
+
+    def _check_gpio(self, _reader: object, lmsg: LLRPMessage) -> None:
+        """Refuse GPO or GPI ports the reader lacks, as any other impossible setting."""
+        caps = lmsg.msgdict[lmsg.getName()].get("GeneralDeviceCapabilities", {})
+        gpio = caps.get("GPIOCapabilities", {})
+        gpis, gpos = int(gpio.get("NumGPIs", 0)), int(gpio.get("NumGPOs", 0))
+        for kind, ports, count in (("GPO", self._gpo_ports, gpos), ("GPI", self._gpi_ports, gpis)):
+            for port in ports:
+                if not 1 <= port <= count:
+                    self._notice(
+                        ("rejected", f"{kind} port {port}: the reader has {count} {kind}s")
+                    )
+
+    def _check_gpi_event(self, _reader: object, lmsg: LLRPMessage) -> None:
+        data = lmsg.msgdict[lmsg.getName()].get("ReaderEventNotificationData", {})
+        event = data.get("GPIEvent")
+        if event:
+            self._notice(("gpi", int(event["GPIPortNumber"]), bool(event["GPIEvent"])))
+
+    def _check_gpi_state(self, _reader: object, lmsg: LLRPMessage) -> None:
+        """The trigger's GPI level at connect (GPIPortCurrentState.GPIState: 0 low, 1 high)."""
+        states = lmsg.msgdict[lmsg.getName()].get("GPIPortCurrentState", [])
+        for state in states if isinstance(states, list) else [states]:
+            level = state.get("GPIState")  # 2: unknown
+            if int(state.get("GPIPortNum", 0)) in self._gpi_ports and level in (0, 1):
+                self._notice(("gpi", int(state["GPIPortNum"]), level == 1))
+
     def _check_status(self, _reader: object, lmsg: LLRPMessage) -> None:
+        msg_id = lmsg.msgdict.get(lmsg.getName(), {}).get("ID")
+        if msg_id in self._own_ids and not lmsg.isSuccess():
+            status = lmsg.msgdict[lmsg.getName()].get("LLRPStatus")
+            self._notice(("request_failed", f"{lmsg.getName()}: {status}"))
+            return
         if not lmsg.isSuccess():
             status = lmsg.msgdict[lmsg.getName()].get("LLRPStatus", {})
             text = status.get("ErrorDescription", b"")
@@ -280,8 +395,15 @@ class LlrpClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp is untyped
             self._notice(("rejected", f"{lmsg.getName()}: {status.get('StatusCode')} {text}"))
 
 
+def _readable(events: list[tuple[int, int]], fd: int) -> bool:
+    return any(ready_fd == fd for ready_fd, _ in events)
+
+
 class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
     """sllurp's state machine with the report trigger set without an AISpec stop trigger."""
+
+    triggered = False  # the ROSpec waits for a GPI instead of starting at once
+    start_gpi: int | None = None  # the ROSpec starts when this GPI goes high
 
     def setTxPowerDbm(self, tx_pow_dbm: Any = None) -> None:  # noqa: N802 - sllurp's name
         """Refuse a power outside the reader's own table (sllurp would pick the nearest entry)."""
@@ -322,6 +444,15 @@ class _Protocol(LLRPClient):  # type: ignore[misc]  # sllurp is untyped
         rospec = LLRPROSpec(self.reader_mode, 1, **kwargs)
         # sllurp would count N tags as an AISpec stop condition too; N belongs to the report only.
         rospec["ROReportSpec"]["N"] = int(c.report_every_n_tags or 1)
+        if self.start_gpi is not None:
+            # The reader starts the inventory when the beam breaks; the driver stops it
+            # linger_s after the beam clears (GPI_With_Timeout's timeout runs from the start).
+            rospec["ROBoundarySpec"]["ROSpecStartTrigger"] = {
+                "ROSpecStartTriggerType": "GPI",
+                "GPITriggerValue": {"GPIPortNum": self.start_gpi, "GPIEvent": True, "Timeout": 0},
+            }
+        elif self.triggered:  # the driver starts it with START_ROSPEC on the GPI event
+            rospec["ROBoundarySpec"]["ROSpecStartTrigger"] = {"ROSpecStartTriggerType": "Null"}
         self.rospec: Any = rospec
         return rospec
 

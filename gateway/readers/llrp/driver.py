@@ -20,6 +20,8 @@ What sllurp does not do for us, and how we make up for it:
   process always exits, and wakes the loop at most once per batch;
 - its generic decoder is slow for the one message a busy portal floods us with: tag reports of
   the common shape are decoded by `tag_reports` (struct only), the rest still by sllurp.
+GPIO: the station lights' GPO writes (`GpoLatch`) and START/STOP_ROSPEC of a triggered inventory
+are posted to the reader thread, the one writer of the socket; GPI events arrive as notices.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +42,7 @@ from gateway.errors import FrameError, ReaderRejectedConfig, ReaderUnavailable
 from gateway.logs import get_logger
 from gateway.readers.base import ReaderHealth, ReaderItem
 from gateway.readers.llrp.client import BridgeItem, Chunk, LlrpClient, Notice, sllurp_config
+from gateway.readers.llrp.gpio import GpoLatch
 from gateway.readers.llrp.mapping import MappedRead, map_report, map_tag
 from gateway.readers.llrp.settings import LlrpSettings
 from gateway.readers.llrp.tag_reports import ReportedTag
@@ -62,8 +65,10 @@ class LlrpDriver:
         settings: LlrpSettings,
         *,
         clock: Callable[[], float] = time.time,
+        outputs: GpoLatch | None = None,
     ) -> None:
         self._id = reader_id
+        self._outputs = outputs
         self._station = station
         self._host = host
         self._port = port
@@ -86,6 +91,11 @@ class LlrpDriver:
         self.lost_reads = 0
         self.frame_errors = 0
         self.clock_replaced = 0
+        # Triggered inventory: when the RF went on (loop time; None: off), seconds on before,
+        # and the pending stop after the beam cleared.
+        self._rf_on_since: float | None = None
+        self._rf_s = 0.0
+        self._linger: asyncio.TimerHandle | None = None
 
     @property
     def id(self) -> str:
@@ -107,6 +117,13 @@ class LlrpDriver:
         """Bytes the current session's reader thread has read off its socket."""
         return self._client.bytes_received if self._client is not None else 0
 
+    @property
+    def inventory_s(self) -> float:
+        """Seconds this driver has had the reader inventorying (RF on), the current run too."""
+        on_since = self._rf_on_since
+        live = 0.0 if on_since is None or self._loop is None else self._loop.time() - on_since
+        return self._rf_s + live
+
     async def __aenter__(self) -> Self:
         """Connect and start inventory; ReaderUnavailable or ReaderRejectedConfig on failure."""
         self._loop = asyncio.get_running_loop()
@@ -126,6 +143,9 @@ class LlrpDriver:
             bridge=bridge,
             reader=self._id,
             clock=self._clock,
+            gpo_ports=self._settings.gpo_ports,
+            gpi_ports=() if self._settings.trigger_gpi is None else (self._settings.trigger_gpi,),
+            start_by_gateway=self._settings.trigger_by_gateway,
         )
         try:
             await _in_daemon_thread(self._client.connect, self._settings.connect_timeout_s)
@@ -158,6 +178,18 @@ class LlrpDriver:
         self._health.state = "inventorying"
         self._last_activity = self._loop.time()
         _log.info("reader_inventorying", reader=self._id, host=self._host, port=self._port)
+        if self._outputs is not None:
+            self._outputs.attach(self._write_gpo)  # the lights as they should be now
+        trigger = self._settings.trigger_gpi
+        if trigger is None:
+            self._rf_on_since = self._loop.time()  # inventory runs as long as we are connected
+        elif self._health.detail.get(f"gpi_{trigger}") == "high":
+            # The beam was broken already when we connected: no edge will start the ROSpec.
+            self._client.start_rospec()
+            self._rf_on_since = self._loop.time()
+            self._health.detail["inventory"] = "on"
+        else:
+            self._health.detail["inventory"] = f"waiting for GPI {trigger}"
         return self
 
     async def __aexit__(
@@ -168,6 +200,9 @@ class LlrpDriver:
     ) -> None:
         """Stop politely if the reader answers, else hard-close; returns within ~6 s."""
         self._closing = True
+        if self._outputs is not None:
+            self._outputs.detach(self._write_gpo)
+        self._rf_off()
         # Nobody takes reads any more: release the reader thread so a polite stop gets replies.
         self._close_bridge()
         client = self._client
@@ -214,6 +249,13 @@ class LlrpDriver:
 
     # -- private --
 
+    def _write_gpo(self, states: Mapping[int, bool]) -> None:
+        """Hand a GPO write to the session's reader thread (never blocks the loop)."""
+        client = self._client
+        if client is not None:
+            client.write_gpo(states)
+            _log.debug("gpo_write_posted", reader=self._id, states=dict(states))
+
     async def _wait_for_batch(self, bridge: ThreadBridge[BridgeItem]) -> list[BridgeItem]:
         """The next batch ([] when the wait timed out); ReaderUnavailable on a silent reader."""
         assert self._loop is not None
@@ -237,6 +279,8 @@ class LlrpDriver:
             return []
 
     def _reset(self) -> None:
+        for key in [k for k in self._health.detail if k.startswith("gpi_")]:
+            del self._health.detail[key]  # levels of a past session; this one reports its own
         self._pending.clear()
         self._mapped.clear()
         self._inventorying = False
@@ -255,6 +299,8 @@ class LlrpDriver:
                 continue
             for notice in item.notices:
                 self._on_notice(notice, item)
+        if self._rf_on_since is not None:
+            self._health.detail["inventory_s"] = f"{self.inventory_s:.1f}"
         if not batch and self._failure is None and self._bridge is not None and self._bridge.closed:
             self._failure = ReaderUnavailable(self._id, "driver closed")
 
@@ -269,6 +315,11 @@ class LlrpDriver:
         elif kind == "inventorying":
             self._last_activity = self._loop.time()
             self._inventorying = True
+        elif kind == "request_failed":
+            self._health.detail["request_failed"] = str(notice[1])
+            _log.warning("reader_request_failed", reader=self._id, reason=str(notice[1]))
+        elif kind == "gpi":
+            self._on_gpi(int(notice[1]), high=bool(notice[2]), at_s=chunk.received_at_s)
         elif kind == "frame_error":
             self._count_bad("frame", str(notice[1]))
         elif kind == "rejected":
@@ -277,6 +328,48 @@ class LlrpDriver:
         elif kind == "lost" and self._failure is None and not self._closing:
             self._failure = ReaderUnavailable(self._id, str(notice[1]))
             self._health.last_error = str(notice[1])
+
+    def _on_gpi(self, port: int, *, high: bool, at_s: float) -> None:
+        """Note a GPI level; the trigger's GPI starts (the reader did) or stops the inventory."""
+        self._health.detail[f"gpi_{port}"] = "high" if high else "low"
+        _log.info("reader_gpi", reader=self._id, port=port, high=high, at_s=at_s)
+        if port != self._settings.trigger_gpi or self._health.state != "inventorying":
+            return  # during the handshake: only noted; __aenter__ acts on the level at its end
+        assert self._loop is not None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if high:
+            if self._rf_on_since is None:
+                if self._settings.trigger_by_gateway and self._client is not None:
+                    self._client.start_rospec()
+                # else the ROSpec's GPI start trigger has started it on the reader already
+                self._rf_on_since = self._loop.time()
+            self._health.detail["inventory"] = "on"
+        elif self._rf_on_since is not None:
+            self._linger = self._loop.call_later(
+                self._settings.trigger_linger_s, self._stop_inventory
+            )
+
+    def _stop_inventory(self) -> None:
+        """The beam has been clear for linger_s: stop the ROSpec (its start trigger stays armed)."""
+        self._linger = None
+        client = self._client
+        if client is None or self._closing:
+            return
+        client.stop_rospec()
+        self._rf_off()
+        self._health.detail["inventory"] = f"waiting for GPI {self._settings.trigger_gpi}"
+        _log.info("reader_inventory_stopped", reader=self._id, inventory_s=self.inventory_s)
+
+    def _rf_off(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._rf_on_since is not None and self._loop is not None:
+            self._rf_s += self._loop.time() - self._rf_on_since
+            self._rf_on_since = None
+        self._health.detail["inventory_s"] = f"{self._rf_s:.1f}"
 
     def _map(self, reads: _Unmapped) -> list[MappedRead]:
         if reads.kind == "report":

@@ -7,7 +7,7 @@ not import sllurp (the tests check its bytes against sllurp's decoder).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gateway.errors import FrameError
@@ -75,6 +75,7 @@ P_FIXED_FREQUENCY_TABLE = 148
 P_ROSPEC = 177
 P_ROBOUNDARY_SPEC = 178
 P_ROSPEC_START_TRIGGER = 179
+P_GPI_TRIGGER_VALUE = 181
 P_ROSPEC_STOP_TRIGGER = 182
 P_AISPEC = 183
 P_AISPEC_STOP_TRIGGER = 184
@@ -294,6 +295,8 @@ class Capabilities:
         RfMode(1002, 160_000, 2000, 20000, 20000, modulation=2),
     )
     frequencies_khz: tuple[int, ...] = (865_700, 866_300, 866_900, 867_500)
+    gpis: int = 4
+    gpos: int = 4
 
     def response(self, msg_id: int) -> bytes:
         """GET_READER_CAPABILITIES_RESPONSE describing this reader."""
@@ -307,7 +310,7 @@ class Capabilities:
                 tlv(P_PER_ANTENNA_AIR_PROTOCOL, struct.pack("!HHB", ant, 1, 1))
                 for ant in range(1, self.antennas + 1)
             )
-            + tlv(P_GPIO_CAPABILITIES, struct.pack("!HH", 0, 0)),
+            + tlv(P_GPIO_CAPABILITIES, struct.pack("!HH", self.gpis, self.gpos)),
         )
         llrp_caps = tlv(P_LLRP_CAPABILITIES, struct.pack("!BBHIIIII", 0x10, 0, 0, 1, 1, 1, 0, 0))
         powers = b"".join(
@@ -336,14 +339,21 @@ class Capabilities:
         return Message(GET_READER_CAPABILITIES_RESPONSE, msg_id, body).to_bytes()
 
 
-def reader_config_response(msg_id: int, antennas: int, keepalive_ms: int) -> bytes:
-    """GET_READER_CONFIG_RESPONSE: status, antenna properties and the keepalive spec."""
+def reader_config_response(
+    msg_id: int, antennas: int, keepalive_ms: int, gpi_high: Mapping[int, bool] | None = None
+) -> bytes:
+    """GET_READER_CONFIG_RESPONSE: status, antenna properties, keepalive spec, GPI levels."""
     props = b"".join(
         tlv(P_ANTENNA_PROPERTIES, struct.pack("!BHh", 0x80, ant, 0))
         for ant in range(1, antennas + 1)
     )
     kspec = tlv(P_KEEPALIVE_SPEC, struct.pack("!BI", 1 if keepalive_ms else 0, keepalive_ms))
-    return Message(GET_READER_CONFIG_RESPONSE, msg_id, llrp_status() + props + kspec).to_bytes()
+    gpis = b"".join(  # GPIPortCurrentState: enabled, and high (1) or low (0)
+        tlv(225, struct.pack("!HBB", port, 0x80, int(high)))
+        for port, high in sorted((gpi_high or {}).items())
+    )
+    body = llrp_status() + props + kspec + gpis
+    return Message(GET_READER_CONFIG_RESPONSE, msg_id, body).to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +470,7 @@ class ROSpec:
     report_n: int
     selector: ContentSelector
     antenna_settings: tuple[AntennaSettings, ...] = field(default=())
+    start_gpi: tuple[int, bool] | None = None  # GPI start trigger: port and level that starts
 
     @classmethod
     def from_add_rospec(cls, body: bytes) -> ROSpec:
@@ -488,6 +499,7 @@ def _parse_rospec(body: bytes) -> ROSpec:  # noqa: C901, PLR0912 - follows the p
         raise FrameError("llrp", "ADD_ROSPEC without ROSpec")
     rospec_id, priority, _state = struct.unpack_from("!IBB", spec.value)
     start = stop = ai_stop = report_trigger = report_n = 0
+    start_gpi: tuple[int, bool] | None = None
     antennas: tuple[int, ...] = ()
     selector = ContentSelector()
     ant_settings: list[AntennaSettings] = []
@@ -496,6 +508,10 @@ def _parse_rospec(body: bytes) -> ROSpec:  # noqa: C901, PLR0912 - follows the p
             for q in p.children(0):
                 if q.param_type == P_ROSPEC_START_TRIGGER:
                     start = q.value[0]
+                    for r in q.children(1):
+                        if r.param_type == P_GPI_TRIGGER_VALUE:
+                            port, flags, _timeout = struct.unpack_from("!HBI", r.value)
+                            start_gpi = (port, bool(flags & 0x80))
                 elif q.param_type == P_ROSPEC_STOP_TRIGGER:
                     stop = q.value[0]
         elif p.param_type == P_AISPEC:
@@ -526,6 +542,7 @@ def _parse_rospec(body: bytes) -> ROSpec:  # noqa: C901, PLR0912 - follows the p
         report_n,
         selector,
         tuple(ant_settings),
+        start_gpi,
     )
 
 

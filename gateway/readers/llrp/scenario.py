@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -56,6 +57,15 @@ class Fault:
 
 
 @dataclass(frozen=True, slots=True)
+class GpiChange:
+    """A general-purpose input going high or low at scenario time `at_s` (a photo-eye's beam)."""
+
+    at_s: float
+    port: int
+    high: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """What the simulated reader sees; scenario time runs from the start of inventory."""
 
@@ -65,6 +75,7 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     zones: dict[str, tuple[int, ...]] = field(default_factory=dict)
     clock_unset: bool = False  # report timestamps from a reader clock that starts in 2000
+    gpi: tuple[GpiChange, ...] = ()
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -90,12 +101,13 @@ def load_scenario(path: Path) -> Scenario:
         faults,
         scenario.zones,
         scenario.clock_unset,
+        scenario.gpi,
     )
 
 
 def scenario_from_dict(raw: dict[str, Any]) -> Scenario:
     """Build a scenario from parsed TOML/JSON; ConfigError names the bad key."""
-    known = {"name", "duration_s", "tags", "faults", "zones", "clock_unset", "generate"}
+    known = {"name", "duration_s", "tags", "faults", "zones", "clock_unset", "generate", "gpi"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "unknown key")
@@ -112,6 +124,7 @@ def scenario_from_dict(raw: dict[str, Any]) -> Scenario:
             faults,
             zones,
             bool(raw.get("clock_unset", False)),
+            tuple(_gpi(g, f"gpi[{i}]") for i, g in enumerate(raw.get("gpi", []))),
         )
     except KeyError as exc:
         raise ConfigError(str(exc.args[0]), "missing") from exc
@@ -147,6 +160,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
             {"at_s": f.at_s, "kind": f.kind} | ({"path": f.path} if f.path else {})
             for f in scenario.faults
         ],
+        "gpi": [{"at_s": g.at_s, "port": g.port, "high": g.high} for g in scenario.gpi],
     }
 
 
@@ -270,7 +284,8 @@ def _generated(raw: dict[str, Any]) -> Scenario:
     zones = raw.get("zones", {})
     try:
         faults = tuple(_fault(f, f"faults[{i}]") for i, f in enumerate(raw.get("faults", [])))
-        return returns_door_scenario(
+        gpi = tuple(_gpi(g, f"gpi[{i}]") for i, g in enumerate(raw.get("gpi", [])))
+        door = returns_door_scenario(
             int(gen.get("items", 500)),
             int(gen.get("pallets", 20)),
             int(gen.get("strays", 30)),
@@ -282,6 +297,7 @@ def _generated(raw: dict[str, Any]) -> Scenario:
             reads_per_s=float(gen.get("reads_per_s", 8.0)),
             faults=faults,
         )
+        return dataclasses.replace(door, gpi=gpi)
     except KeyError as exc:
         raise ConfigError(str(exc.args[0]), "missing") from exc
     except (TypeError, ValueError) as exc:
@@ -313,3 +329,16 @@ def _fault(raw: dict[str, Any], where: str) -> Fault:
     if kind == "replay" and not path:
         raise ConfigError(f"{where}.path", "replay needs a path")
     return Fault(float(raw["at_s"]), kind, str(path) if path else None)
+
+
+def _gpi(raw: dict[str, Any], where: str) -> GpiChange:
+    for key in raw:
+        if key not in {"at_s", "port", "high"}:
+            raise ConfigError(f"{where}.{key}", "unknown key")
+    port = int(raw["port"])
+    if port < 1:
+        raise ConfigError(f"{where}.port", "GPI ports count from 1")
+    high = raw["high"]
+    if not isinstance(high, bool):
+        raise ConfigError(f"{where}.high", "true or false expected")
+    return GpiChange(float(raw["at_s"]), port, high)

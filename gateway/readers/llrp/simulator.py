@@ -1,8 +1,10 @@
 """An LLRP 1.0.1 reader simulator: an asyncio TCP server that plays a scenario as a fixed reader.
 
-Scenario time starts when the first ROSpec starts (Immediate trigger on ENABLE_ROSPEC, or
-START_ROSPEC) and runs `speed` times faster than the wall clock; it keeps running across client
-reconnections, so tags that pass while no client is connected are not reported, as at a real door.
+Scenario time starts when the first ROSpec is enabled (or started) and runs `speed` times faster
+than the wall clock; it keeps running across client reconnections, so tags that pass while no
+client is connected are not reported, as at a real door. Tags are reported only while a ROSpec
+is active: with a GPI start trigger, only once the beam (a GPI, from the scenario or `set_gpi`)
+has risen. GPO writes are recorded: tests read the light from `record.gpo`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import random
 import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +23,7 @@ from typing import Literal, Self
 from gateway.errors import FrameError
 from gateway.logs import get_logger
 from gateway.readers.llrp import frames as f
+from gateway.readers.llrp.gpio import gpi_event, gpo_writes
 from gateway.readers.llrp.scenario import Fault, Scenario
 
 _log = get_logger("llrp_simulator")
@@ -39,6 +42,15 @@ _EDGEX_TYPES = {
 Rejectable = Literal["ADD_ROSPEC", "SET_READER_CONFIG"]
 
 
+@dataclass(frozen=True, slots=True)
+class GpioChange:
+    """A port set high or low at `mono_s` (time.monotonic())."""
+
+    mono_s: float
+    port: int
+    high: bool
+
+
 @dataclass(slots=True)
 class SimulatorRecord:
     """What the simulator was sent and did; tests and profile checks read it."""
@@ -55,6 +67,12 @@ class SimulatorRecord:
     rejected: list[str] = field(default_factory=list)
     faults_fired: list[str] = field(default_factory=list)
     frames_replayed: int = 0
+    gpo: dict[int, bool] = field(default_factory=dict)  # each GPO port's state now
+    gpo_writes: list[GpioChange] = field(default_factory=list)
+    gpi: dict[int, bool] = field(default_factory=dict)
+    gpi_changes: list[GpioChange] = field(default_factory=list)
+    rospec_starts_mono: list[float] = field(default_factory=list)
+    rospec_stops_mono: list[float] = field(default_factory=list)
 
     @property
     def last_rospec(self) -> f.ROSpec | None:
@@ -80,6 +98,7 @@ class LlrpSimulator:
         self.record = SimulatorRecord()
         self.finished = asyncio.Event()
         self.mute_new_connections = False  # accept, then never answer (a hung reader)
+        self.on_gpo: Callable[[int, bool], None] | None = None  # told of each GPO write
         self._host = host
         self._port = port
         self._speed = speed
@@ -140,6 +159,20 @@ class LlrpSimulator:
         self.record.faults_fired.append(fault.kind)
         return len(sessions)
 
+    def set_gpi(self, port: int, *, high: bool) -> None:
+        """Set a GPI (break or clear a beam): GPIEvent to every client, GPI start triggers fire."""
+        if self.record.gpi.get(port, False) == high:
+            return
+        self.record.gpi[port] = high
+        self.record.gpi_changes.append(GpioChange(time.monotonic(), port, high))
+        _log.info("simulator_gpi", port=port, high=high)
+        for session in list(self._sessions):
+            session.gpi_changed(port, high=high)
+
+    def gpo_history(self, port: int) -> list[GpioChange]:
+        """Every write to one GPO port, in order."""
+        return [w for w in self.record.gpo_writes if w.port == port]
+
     def scenario_time_s(self) -> float | None:
         """Scenario seconds since inventory first started, or None before."""
         if self._start_mono is None:
@@ -158,6 +191,24 @@ class LlrpSimulator:
         self._start_mono = time.monotonic()
         self._start_wall_s = time.time()
         self._fault_task = asyncio.create_task(self._run_faults(), name="llrp-sim-faults")
+        if self.scenario.gpi:
+            self._spawn(self._run_gpi(), "llrp-sim-gpi")
+
+    async def _run_gpi(self) -> None:
+        assert self._start_mono is not None
+        for change in sorted(self.scenario.gpi, key=lambda c: c.at_s):
+            delay = change.at_s / self._speed - (time.monotonic() - self._start_mono)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.set_gpi(change.port, high=change.high)
+
+    def _gpo_written(self, states: dict[int, bool]) -> None:
+        now = time.monotonic()
+        for port, high in states.items():
+            self.record.gpo[port] = high
+            self.record.gpo_writes.append(GpioChange(now, port, high))
+            if self.on_gpo is not None:
+                self.on_gpo(port, high)
 
     def _reader_clock_us(self, scenario_s: float) -> int:
         base = _UNSET_CLOCK_EPOCH_S if self.scenario.clock_unset else self._start_wall_s
@@ -308,13 +359,18 @@ class _Session:
                     mid,
                     self._sim._caps.antennas,  # noqa: SLF001
                     rec.keepalive_ms or 0,
+                    rec.gpi,
                 )
             )
         elif t == f.SET_READER_CONFIG:
             if self._rejected("SET_READER_CONFIG", t, mid):
                 return True
-            rec.keepalive_ms = f.parse_keepalive_ms(body)
-            self._restart_keepalives()
+            writes = gpo_writes(body)
+            if writes:
+                self._sim._gpo_written(writes)  # noqa: SLF001 - simulator internals
+            else:
+                rec.keepalive_ms = f.parse_keepalive_ms(body)
+                self._restart_keepalives()
             self._send(f.response(t, mid))
         elif t == f.ADD_ROSPEC:
             if self._rejected("ADD_ROSPEC", t, mid):
@@ -365,6 +421,7 @@ class _Session:
         for i in ids:
             if t == f.ENABLE_ROSPEC:
                 self._enabled.add(i)
+                self._sim._start_scenario()  # noqa: SLF001 - simulator internals
                 if self._rospecs[i].start_trigger == 1:
                     self._start(i)
             elif t == f.START_ROSPEC:
@@ -378,13 +435,24 @@ class _Session:
                     del self._rospecs[i]
         self._send(f.response(t, mid))
 
+    def gpi_changed(self, port: int, *, high: bool) -> None:
+        """Tell the client; start an enabled ROSpec whose GPI start trigger this is."""
+        utc_us = int(time.time() * 1e6)
+        self._send(gpi_event(self._msg_id(), port, high=high, utc_us=utc_us))
+        for i in sorted(self._enabled):
+            if self._rospecs[i].start_gpi == (port, high) and self._active != i:
+                self._start(i)
+
     def _start(self, rospec_id: int) -> None:
         self._stop()
         self._active = rospec_id
+        self._sim.record.rospec_starts_mono.append(time.monotonic())
         self._sim._start_scenario()  # noqa: SLF001 - simulator internals
         self._report_task = self._sim._spawn(self._report_loop(), "llrp-sim-reports")  # noqa: SLF001
 
     def _stop(self) -> None:
+        if self._active is not None:
+            self._sim.record.rospec_stops_mono.append(time.monotonic())
         self._active = None
         if self._report_task is not None:
             self._report_task.cancel()
