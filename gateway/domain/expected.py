@@ -50,7 +50,7 @@ class Rma:
         )
 
 
-Receipt = Literal["new", "duplicate"]
+Receipt = Literal["new", "duplicate", "surplus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +238,12 @@ class ExpectedReturns:
         return rma_id in self._rmas
 
     def receive(self, match: Match, item_key: str, *, serialised: bool) -> tuple[Receipt, bool]:
-        """Record a received item; return (new or duplicate, whether the RMA just completed).
+        """Record a received item; return (new, duplicate or surplus, whether the RMA completed).
 
         A serialised item (EPC or GTIN + serial) arriving again is a duplicate; for a GTIN-only
-        line, units beyond the announced quantity are duplicates.
+        line, units beyond the announced quantity are duplicates. A serialised item seen for the
+        first time on a line that has all its announced units already (matched by its GTIN alone)
+        is surplus: more items than announced; the line's count stays at its quantity.
         """
         rma = self._rmas[match.rma]
         line = rma.lines[match.line]
@@ -251,10 +253,11 @@ class ExpectedReturns:
         if self._track:
             key = (rma.rma, item_key)
             updates.received[key] = updates.received.get(key, 0) + 1
-        if (serialised and seen > 0) or (
-            not serialised and rma.line_counts[match.line] >= line.qty
-        ):
+        full = rma.line_counts[match.line] >= line.qty
+        if (serialised and seen > 0) or (not serialised and full):
             return "duplicate", False
+        if full:
+            return "surplus", False
         rma.line_counts[match.line] += 1
         if self._track:
             at = (rma.rma, match.line)

@@ -17,7 +17,7 @@ VERDICTS: Final[tuple[Verdict, ...]] = ("expected", "unexpected", "problem")
 _RANK: Final[Mapping[Verdict, int]] = {"expected": 0, "unexpected": 1, "problem": 2}
 # Movement flags that mean the receipt is not what the returns desk wanted: the item was already
 # received for its RMA, or its line (or the whole RMA) had every unit announced already.
-PROBLEM_FLAGS: Final = frozenset({"duplicate"})
+PROBLEM_FLAGS: Final = frozenset({"duplicate", "surplus"})
 
 
 def verdicts(movements: Iterable[Movement], reversed_at: Iterable[str] = ()) -> dict[str, Verdict]:

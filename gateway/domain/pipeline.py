@@ -427,10 +427,10 @@ class Pipeline:
         if match is not None:
             serialised = item.epc is not None or item.serial is not None
             outcome, completed = self.expected.receive(match, item.key, serialised=serialised)
-            if outcome == "duplicate":
-                flags = ("duplicate",)
-                self.counters["duplicate_receipts"] += 1
-                self._notice("duplicate_receipt", station.id, item=item.key, rma=match.rma)
+            if outcome != "new":
+                flags = (outcome,)
+                self.counters[f"{outcome}_receipts"] += 1
+                self._notice(f"{outcome}_receipt", station.id, item=item.key, rma=match.rma)
         if context.rma is not None:
             self._workflows[station.id].touch_rma(evidence.last_seen_s)
         self.counters["movements_receipt"] += 1

@@ -64,6 +64,20 @@ def test_duplicates_flagged_and_completion_once() -> None:
     assert registry.open_count() == 0
 
 
+def test_a_new_serialised_item_on_a_full_line_is_surplus_not_counted() -> None:
+    registry = _registry()
+    gtin_only = "00614141000012"  # the line announces 2 units of this GTIN, no serials
+    outcomes = []
+    for serial in ["s1", "s2", "s3", "s3"]:
+        item = Item(gtin=gtin_only, serial=serial)
+        match = registry.match(item)
+        assert match is not None
+        outcomes.append(registry.receive(match, item.key, serialised=True)[0])
+    assert outcomes == ["new", "new", "surplus", "duplicate"]
+    lines = registry.describe("RMA-1")["lines"]  # type: ignore[index]
+    assert lines[2]["received"] == 2, "a line is never counted past its quantity"
+
+
 def test_cancel_replace_and_snapshot_round_trip() -> None:
     registry = _registry()
     registry.apply(

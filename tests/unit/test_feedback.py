@@ -58,6 +58,7 @@ def _movement(
         ([_movement(), _movement(expected=False)], [], {"door-1": "unexpected"}),
         ([_movement(), _movement(flags=("duplicate",))], [], {"door-1": "problem"}),
         ([_movement(expected=False), _movement(flags=("duplicate",))], [], {"door-1": "problem"}),
+        ([_movement(), _movement(flags=("surplus",))], [], {"door-1": "problem"}),
         ([_movement()], ["door-1"], {"door-1": "problem"}),
         ([], ["door-2"], {"door-2": "problem"}),
         ([_movement(kind="rma-complete")], [], {}),
