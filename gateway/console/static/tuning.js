@@ -23,10 +23,20 @@ function el(name, attrs, parent) {
 function two(n) { return (n < 10 ? "0" : "") + n; }
 function clock(s) { const d = new Date(s * 1000); return two(d.getHours()) + ":" + two(d.getMinutes()); }
 
-// Draws one series per antenna: x is time over the window, y the value (null values skipped).
+const MIN_SPAN_S = 300;
+
+// The x axis: the window, or less while the history is younger (at least MIN_SPAN_S), so the
+// first minutes after a start fill the chart instead of its right-hand edge.
+function spanStart(data) {
+  let first = Infinity;
+  for (const s of Object.values(data.antennas)) if (s.t.length) first = Math.min(first, s.t[0]);
+  return Math.max(data.now_s - data.window_s, Math.min(first, data.now_s - MIN_SPAN_S));
+}
+
+// Draws one series per antenna: x is time over the span, y the value (null values skipped).
 function drawChart(svg, data, key, fixedMin) {
   svg.textContent = "";
-  const end = data.now_s, start = end - data.window_s;
+  const end = data.now_s, start = spanStart(data);
   let lo = Infinity, hi = -Infinity;
   for (const s of Object.values(data.antennas)) {
     for (const v of s[key]) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
@@ -45,7 +55,8 @@ function drawChart(svg, data, key, fixedMin) {
   }
   for (let i = 0; i <= 6; i++) {
     const t = start + ((end - start) * i) / 6;
-    el("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, svg).textContent = clock(t);
+    const label = end - start < 1200 ? clock(t) + ":" + two(new Date(t * 1000).getSeconds()) : clock(t);
+    el("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, svg).textContent = label;
   }
   el("line", { x1: LEFT, x2: LEFT, y1: TOP, y2: H - BOTTOM, class: "axis" }, svg);
   el("line", { x1: LEFT, x2: W - RIGHT, y1: H - BOTTOM, y2: H - BOTTOM, class: "axis" }, svg);
