@@ -9,7 +9,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#953800", "#6e7781"];
 const W = 640, H = 220, LEFT = 44, RIGHT = 8, TOP = 8, BOTTOM = 24;
 const POLL_MS = 5000;
-window.tuningStats = { loads: 0, points: 0 };
+// What a load costs, read by bench/bench_console.py: fetch and JSON, then drawing (script time).
+window.tuningStats = { loads: 0, points: 0, fetchMs: 0, renderMs: 0, maxRenderMs: 0 };
 
 function colorOf(port) { return COLORS[(Number(port) - 1 + COLORS.length) % COLORS.length]; }
 
@@ -185,9 +186,11 @@ function renderSuggestions(suggestions) {
 
 async function load() {
   try {
+    const started = performance.now();
     const response = await fetch("/console/api/tuning/" + encodeURIComponent(reader), { credentials: "same-origin" });
     if (response.status === 401) { location.href = "/login"; return; }
     const data = await response.json();
+    const fetched = performance.now();
     $("profile-in-force").textContent = data.profile || "none (not an LLRP reader, or not connected yet)";
     drawChart($("reads-chart"), data, "reads_per_s", 0);
     drawChart($("rssi-chart"), data, "rssi_dbm", null);
@@ -200,6 +203,10 @@ async function load() {
     renderSuggestions(data.suggestions);
     $("tuning-status").textContent = "updated " + clock(data.now_s) + ":" + two(new Date(data.now_s * 1000).getSeconds());
     $("tuning-status").className = "pill live";
+    const drawnMs = performance.now() - fetched;
+    window.tuningStats.fetchMs += fetched - started;
+    window.tuningStats.renderMs += drawnMs;
+    window.tuningStats.maxRenderMs = Math.max(window.tuningStats.maxRenderMs, drawnMs);
     window.tuningStats.loads++;
   } catch (e) {
     $("tuning-status").textContent = "not answering";
