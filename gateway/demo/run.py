@@ -35,6 +35,10 @@ from gateway.wms_sink import WmsSink
 
 DRAIN_TIMEOUT_S = 90.0
 CHAOS_DEFAULT_S = 90.0
+STRAYS = 8
+STRAY_ANTENNA = 4
+# A tag in view this long without crossing is parked; the demo says so after a minute, not two.
+PARKED_AFTER_S = 60.0
 
 
 def run_demo(
@@ -64,6 +68,23 @@ def run_demo(
         )
 
 
+def demo_scenario(duration_s: float | None) -> Scenario:
+    """The door for the demo's length: pallets crossing in, a stray field, one in and out."""
+    length_s = max(30.0, duration_s or 600.0)
+    pallets = max(3, int(length_s / 8))
+    return returns_door_scenario(
+        items=pallets * 12,
+        pallets=pallets,
+        strays=STRAYS,
+        in_and_out=max(1, pallets // 6),
+        duration_s=length_s + 5.0,
+        seed=int(time.time()),
+        # Returns parked beside the door, weakly read by the inside antenna nearest them for the
+        # whole run: what the tuning page lists as parked and proposes to cut out.
+        stray_antennas=(STRAY_ANTENNA,),
+    )
+
+
 async def _demo(
     work: Path,
     broker: Broker,
@@ -74,7 +95,7 @@ async def _demo(
     plain: bool,
 ) -> int:
     show = Show()
-    scenario = _scenario(duration_s)
+    scenario = demo_scenario(duration_s)
     async with LlrpSimulator(scenario, port=0) as simulator, contextlib.AsyncExitStack() as stack:
         scanner_port = free_port()
         console_port = free_port()
@@ -125,20 +146,6 @@ async def _demo(
                 await run_task
         stored = await sink.count() if sink is not None else 0
     return _summary(console, daemon, broker, show, stored=stored, drained=drained)
-
-
-def _scenario(duration_s: float | None) -> Scenario:
-    """A receiving door for the demo's length: pallets of returns, strays, one in and out."""
-    length_s = max(30.0, duration_s or 600.0)
-    pallets = max(3, int(length_s / 8))
-    return returns_door_scenario(
-        items=pallets * 12,
-        pallets=pallets,
-        strays=8,
-        in_and_out=max(1, pallets // 6),
-        duration_s=length_s + 5.0,
-        seed=int(time.time()),
-    )
 
 
 async def _drain(
@@ -207,6 +214,7 @@ def _demo_config(
         },
         # The health port serves the technicians' console too, on loopback only.
         "health": {"enabled": True, "listen": f"127.0.0.1:{console_port}"},
+        "console": {"parked_after_s": PARKED_AFTER_S},
         "stations": [
             {**STATIONS[0], "absent_s": 2.0},
             *STATIONS[1:],

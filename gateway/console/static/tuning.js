@@ -9,7 +9,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#953800", "#6e7781"];
 const W = 640, H = 220, LEFT = 44, RIGHT = 8, TOP = 8, BOTTOM = 24;
 const POLL_MS = 5000;
-window.tuningStats = { loads: 0, points: 0 };
+// What a load costs, read by bench/bench_console.py: fetch and JSON, then drawing (script time).
+window.tuningStats = { loads: 0, points: 0, fetchMs: 0, renderMs: 0, maxRenderMs: 0 };
 
 function colorOf(port) { return COLORS[(Number(port) - 1 + COLORS.length) % COLORS.length]; }
 
@@ -23,10 +24,20 @@ function el(name, attrs, parent) {
 function two(n) { return (n < 10 ? "0" : "") + n; }
 function clock(s) { const d = new Date(s * 1000); return two(d.getHours()) + ":" + two(d.getMinutes()); }
 
-// Draws one series per antenna: x is time over the window, y the value (null values skipped).
+const MIN_SPAN_S = 300;
+
+// The x axis: the window, or less while the history is younger (at least MIN_SPAN_S), so the
+// first minutes after a start fill the chart instead of its right-hand edge.
+function spanStart(data) {
+  let first = Infinity;
+  for (const s of Object.values(data.antennas)) if (s.t.length) first = Math.min(first, s.t[0]);
+  return Math.max(data.now_s - data.window_s, Math.min(first, data.now_s - MIN_SPAN_S));
+}
+
+// Draws one series per antenna: x is time over the span, y the value (null values skipped).
 function drawChart(svg, data, key, fixedMin) {
   svg.textContent = "";
-  const end = data.now_s, start = end - data.window_s;
+  const end = data.now_s, start = spanStart(data);
   let lo = Infinity, hi = -Infinity;
   for (const s of Object.values(data.antennas)) {
     for (const v of s[key]) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
@@ -45,7 +56,8 @@ function drawChart(svg, data, key, fixedMin) {
   }
   for (let i = 0; i <= 6; i++) {
     const t = start + ((end - start) * i) / 6;
-    el("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, svg).textContent = clock(t);
+    const label = end - start < 1200 ? clock(t) + ":" + two(new Date(t * 1000).getSeconds()) : clock(t);
+    el("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, svg).textContent = label;
   }
   el("line", { x1: LEFT, x2: LEFT, y1: TOP, y2: H - BOTTOM, class: "axis" }, svg);
   el("line", { x1: LEFT, x2: W - RIGHT, y1: H - BOTTOM, y2: H - BOTTOM, class: "axis" }, svg);
@@ -174,9 +186,11 @@ function renderSuggestions(suggestions) {
 
 async function load() {
   try {
+    const started = performance.now();
     const response = await fetch("/console/api/tuning/" + encodeURIComponent(reader), { credentials: "same-origin" });
     if (response.status === 401) { location.href = "/login"; return; }
     const data = await response.json();
+    const fetched = performance.now();
     $("profile-in-force").textContent = data.profile || "none (not an LLRP reader, or not connected yet)";
     drawChart($("reads-chart"), data, "reads_per_s", 0);
     drawChart($("rssi-chart"), data, "rssi_dbm", null);
@@ -189,6 +203,10 @@ async function load() {
     renderSuggestions(data.suggestions);
     $("tuning-status").textContent = "updated " + clock(data.now_s) + ":" + two(new Date(data.now_s * 1000).getSeconds());
     $("tuning-status").className = "pill live";
+    const drawnMs = performance.now() - fetched;
+    window.tuningStats.fetchMs += fetched - started;
+    window.tuningStats.renderMs += drawnMs;
+    window.tuningStats.maxRenderMs = Math.max(window.tuningStats.maxRenderMs, drawnMs);
     window.tuningStats.loads++;
   } catch (e) {
     $("tuning-status").textContent = "not answering";

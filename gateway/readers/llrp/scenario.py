@@ -206,8 +206,12 @@ def returns_door_scenario(
     inside: tuple[int, ...] = (3, 4),
     reads_per_s: float = 8.0,
     faults: tuple[Fault, ...] = (),
+    stray_antennas: tuple[int, ...] | None = None,
 ) -> Scenario:
-    """A receiving door: pallets crossing inward, strays parked inside, items in and back out."""
+    """A receiving door: pallets crossing inward, strays parked inside, items in and back out.
+
+    Strays sit the whole time, weakly read, before `stray_antennas` (all inside ones by default).
+    """
     rng = random.Random(seed)  # noqa: S311 - test data, not cryptography
     prefixes = ["0614141", "4012345", "8712345", "5012345"]
     serials = iter(rng.sample(range(1, 1 << 38), items + strays + in_and_out))
@@ -262,8 +266,9 @@ def returns_door_scenario(
                 "in-and-out",
             )
         )
+    parked = inside if stray_antennas is None else stray_antennas
     tags.extend(
-        ScenarioTag(epc(), (Pass(0.0, duration_s, inside, rng.uniform(-75, -66), 1.0),), "stray")
+        ScenarioTag(epc(), (Pass(0.0, duration_s, parked, rng.uniform(-75, -66), 1.0),), "stray")
         for _ in range(strays)
     )
     return Scenario(
