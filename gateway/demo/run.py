@@ -20,6 +20,8 @@ from gateway.demo.broker import Broker, choose_broker
 from gateway.demo.screen import keys, watch
 from gateway.demo.script import (
     HANDHELDS,
+    LIGHT_HOLD_S,
+    LIGHT_PORTS,
     MQTT_HANDHELD,
     STATIONS,
     MqttHandheld,
@@ -216,7 +218,12 @@ def _demo_config(
         "health": {"enabled": True, "listen": f"127.0.0.1:{console_port}"},
         "console": {"parked_after_s": PARKED_AFTER_S},
         "stations": [
-            {**STATIONS[0], "absent_s": 2.0},
+            {
+                **STATIONS[0],
+                "absent_s": 2.0,
+                # The stack light on the portal's GPOs: the simulator records what it is told.
+                "lights": {"reader": "door-3-portal", "hold_s": LIGHT_HOLD_S, **LIGHT_PORTS},
+            },
             *STATIONS[1:],
         ],
         "readers": [

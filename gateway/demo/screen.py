@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from gateway.daemon import Daemon
 from gateway.demo.broker import Broker
-from gateway.demo.script import Show, drop_reader, toggle_broker
+from gateway.demo.script import LIGHT_PORTS, Show, drop_reader, toggle_broker
 from gateway.readers.llrp.simulator import LlrpSimulator
 from gateway.wms_sink import WmsSink
 
@@ -50,7 +51,7 @@ async def watch(
         last = ""
         while going():
             await asyncio.sleep(1.0)
-            line = one_line(daemon, broker)
+            line = f"{one_line(daemon, broker)} | light {stack_light(simulator.record.gpo)}"
             if line != last:
                 console.print(
                     f"[{time.monotonic() - show.started:5.0f}s] {line}",
@@ -110,6 +111,8 @@ def render(
     flow.add_row("stored and acked by the WMS", str(stored))
     flow.add_row("broker", "[green]up[/]" if link else "[red]DOWN[/]")
     flow.add_row("tag reads sent by the portal", str(simulator.record.tag_reads_sent))
+    light = stack_light(simulator.record.gpo)
+    flow.add_row("stack light at door-3 (portal GPOs)", f"[{_LIGHT_STYLE[light]}]{light}[/]")
     flow.add_row("scans sent by handhelds", str(show.scans_sent))
     kpi = Table(expand=True)
     kpi.add_column("KPI")
@@ -124,6 +127,15 @@ def render(
         Panel(kpi, title="returns KPIs (edge)"),
         happenings(show),
     )
+
+
+def stack_light(gpo: Mapping[int, bool]) -> str:
+    """What the door's stack light shows, from the portal's GPO states: a verdict, or `off`."""
+    lit = [verdict for verdict, port in LIGHT_PORTS.items() if gpo.get(port)]
+    return lit[-1] if lit else "off"  # one at a time; the worst, should two be seen at once
+
+
+_LIGHT_STYLE = {"expected": "green", "unexpected": "yellow", "problem": "red", "off": "dim"}
 
 
 def happenings(show: Show) -> Panel:

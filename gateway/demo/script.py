@@ -27,6 +27,9 @@ HANDHELDS = {
     "hh-restock": "restock-1",
     "hh-recycle": "recycle-1",
 }
+# The door's stack light: the portal's GPO port for each verdict (README, "Door feedback").
+LIGHT_PORTS = {"expected": 1, "unexpected": 2, "problem": 3}
+LIGHT_HOLD_S = 4.0
 # The recycling handheld speaks MQTT (an `mqtt-scanner` reader); over TCP while no broker answers.
 MQTT_HANDHELD = "hh-recycle"
 SCANS_PER_S = 4.0

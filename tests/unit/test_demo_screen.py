@@ -7,7 +7,7 @@ import itertools
 
 from rich.console import Console
 
-from gateway.demo.screen import KEYS_HELP, KEYS_HINT, happenings, kpis
+from gateway.demo.screen import KEYS_HELP, KEYS_HINT, happenings, kpis, stack_light
 from gateway.demo.script import HANDHELDS, MAX_EVENTS_SHOWN, Show, scan_script
 from gateway.domain.barcodes import parse_barcode
 from gateway.gs1 import BIIP_GS1
@@ -73,3 +73,11 @@ def test_scan_script_sends_scans_the_gateway_accepts() -> None:
         assert device in HANDHELDS
         seen_kinds.add(parse_barcode(data, gs1=BIIP_GS1).kind)
     assert {"rma", "rma-close", "item", "disposition", "location"} <= seen_kinds
+
+
+def test_the_stack_light_is_read_from_the_portal_gpos() -> None:
+    assert stack_light({}) == "off"
+    assert stack_light({1: False, 2: False, 3: False}) == "off"
+    assert stack_light({1: True}) == "expected"
+    assert stack_light({2: True, 3: False}) == "unexpected"
+    assert stack_light({1: True, 3: True}) == "problem", "the worst shows"
