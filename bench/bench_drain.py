@@ -26,7 +26,10 @@ Rounds alternate baseline, daemon, baseline, daemon, ...; the figures are median
   last id acknowledged.
 
 CPU per 1,000 messages (process user + system) is reported beside the rates: on a shared machine
-it is steadier than a rate. Prints one JSON object with `results` rows for run_all.
+it is steadier than a rate. When py-spy is installed (the `bench` extra), one more daemon drain of
+the broker and subscribed modes runs under py-spy after their measured rounds, outside them: the
+notes say where the daemon's CPU goes (`--no-profile` skips it). Prints one JSON object with
+`results` rows for run_all.
 
     .venv/bin/python bench/bench_drain.py [--quick] [--rows N] [--window N] [--rounds N]
         [--modes broker subscribed wms]
@@ -54,6 +57,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import paho.mqtt.client as paho  # noqa: E402
+from cpu_profile import profile_shares, py_spy, top_functions  # noqa: E402
 from daemon_harness import (  # noqa: E402
     BUFFER_FILE,
     MOVEMENTS_TOPIC,
@@ -169,7 +173,13 @@ def run_raw(port: int, rows: int, window: int, delivery: str) -> dict[str, float
 
 
 def run_daemon(
-    template: Path, workdir: Path, port: int, rows: int, window: int, delivery: str
+    template: Path,
+    workdir: Path,
+    port: int,
+    rows: int,
+    window: int,
+    delivery: str,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """The daemon draining a fresh copy of the backlog; elapsed, CPU and start-up."""
     if workdir.exists():
@@ -178,7 +188,7 @@ def run_daemon(
     shutil.copy(template, workdir / "state" / BUFFER_FILE)
     config = write_config(workdir, port, window=window, delivery=delivery)
     db_uri = f"{(workdir / 'state' / BUFFER_FILE).as_uri()}?mode=ro"
-    with DaemonProcess(config, workdir / "daemon.log") as daemon:
+    with DaemonProcess(config, workdir / "daemon.log", profile) as daemon:
         conn = sqlite3.connect(db_uri, uri=True, timeout=5)
         try:
             first = _wait_pending(conn, daemon, lambda n: n < rows, 60.0)
@@ -401,6 +411,23 @@ def bench_mode(
     return out
 
 
+def profile_mode(template: Path, tmp: Path, rows: int, window: int, mode: str) -> dict[str, Any]:
+    """One more daemon drain of `mode` under py-spy, outside the measured rounds: CPU shares."""
+    profile = tmp / f"drain-{mode}.py-spy"
+    with (
+        Mosquitto(tmp / f"broker-{mode}-profiled") as broker,
+        _subscribed(broker.port, rows, tmp / "sub-profiled", on=mode == "subscribed") as sub,
+    ):
+        run = run_daemon(template, tmp / "daemon", broker.port, rows, window, "broker", profile)
+        if sub is not None:
+            sub.result()
+    return {
+        "msgs_per_s_profiled": round(rows / run["elapsed_s"]),
+        "shares_pct": profile_shares(profile, without_startup=True),
+        "top_functions": top_functions(profile),
+    }
+
+
 def _rates(
     raw: list[dict[str, float]], daemon: list[dict[str, float]], rows: int, key: str
 ) -> dict[str, Any]:
@@ -431,6 +458,11 @@ def main() -> int:
     )
     parser.add_argument("--ready", type=Path, help="subscriber: written once subscribed")
     parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="no extra py-spy drain of the broker and subscribed modes (when py-spy is installed)",
+    )
+    parser.add_argument(
         "--wms-rows", type=int, default=None, help="rows in wms mode (the consumer is slower)"
     )
     args = parser.parse_args()
@@ -453,7 +485,10 @@ def main() -> int:
             template = tmp / f"backlog-{n}.sqlite3"
             if not template.exists():
                 asyncio.run(fill_backlog(template, n))
-            modes.append(bench_mode(template, tmp, n, args.window, rounds, mode) | {"rows": n})
+            measured = bench_mode(template, tmp, n, args.window, rounds, mode) | {"rows": n}
+            if mode != "wms" and not args.no_profile and py_spy() is not None:
+                measured["profile"] = profile_mode(template, tmp, n, args.window, mode)
+            modes.append(measured)
     print(
         json.dumps(
             {
@@ -539,9 +574,21 @@ def _cpu_row(m: dict[str, Any], what: str) -> dict[str, Any]:
         "pass": None,
         "note": (
             "CPU: user + system of the daemon process over its timed drain, and of the raw "
-            "publisher's process over its run (lower is better)"
+            "publisher's process over its run (lower is better)" + _profiled(m)
         ),
     }
+
+
+def _profiled(m: dict[str, Any]) -> str:
+    profile = m.get("profile")
+    if not profile:
+        return ""
+    return (
+        f"; where the daemon's CPU goes, from one more drain under py-spy outside the rounds "
+        f"({profile['msgs_per_s_profiled']:,} msg/s; samples holding the GIL, the daemon's "
+        f"start-up imports left out): "
+        f"{profile['shares_pct']}; top leaf functions: {profile['top_functions']}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cpu_profile import (  # noqa: E402
+    profile_shares,
+    profiled_pid,
+    py_spy,
+    record_command,
+    thread_names,
+    top_functions,
+)
 from daemon_harness import cpu_s, median  # noqa: E402
 from rfid_portal import (  # noqa: E402
     JournalProbe,
@@ -58,13 +66,6 @@ from rfid_portal import (  # noqa: E402
     busy_portal,
     per_tag_rate,
     thread_cpu_s,
-)
-from rfid_profile import (  # noqa: E402
-    profile_shares,
-    py_spy,
-    record_command,
-    thread_names,
-    top_functions,
 )
 
 from gateway.readers.llrp.scenario import Scenario  # noqa: E402
@@ -337,17 +338,7 @@ def _catch_up(
 
 def _daemon_pid(proc: subprocess.Popen[bytes], *, profiled: bool) -> int:
     """The daemon's pid: the child itself, or py-spy's child when profiled."""
-    if not profiled:
-        return proc.pid
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        with contextlib.suppress(OSError):
-            pids = children.read_text().split()
-            if pids:
-                return int(pids[0])
-        time.sleep(0.05)
-    raise RuntimeError("py-spy started no daemon")
+    return profiled_pid(proc) if profiled else proc.pid
 
 
 def _pipeline_lag(collector: Collector) -> dict[str, int]:

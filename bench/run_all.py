@@ -41,6 +41,7 @@ def main() -> int:
     sections: list[tuple[str, list[Result], str]] = []
     failed = False
     load_start = os.getloadavg()
+    run_started = dt.datetime.now(dt.UTC)
     for name, adapter in BENCHES:
         if args.only and name not in args.only:
             continue
@@ -76,7 +77,7 @@ def main() -> int:
     old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     if args.only and old:
         # Only some benches ran: their sections replace the ones of the last full run.
-        text = _merge(old, sections, quick=args.quick, load=load)
+        text = _merge(old, sections, quick=args.quick, load=load, started=run_started)
     else:
         text = _readme(sections, quick=args.quick, load=load)
         # Sections the long benches write on their own runs (fleet, expected returns) are kept.
@@ -263,13 +264,14 @@ def _merge(
     *,
     quick: bool,
     load: tuple[tuple[float, ...], tuple[float, ...]],
+    started: dt.datetime,
 ) -> str:
     """`old` with the sections of the benches that ran replaced, and its missed goals redone."""
     goals_at = old.find("\n## Goals missed")
     if goals_at < 0:
         return _readme(sections, quick=quick, load=load)
     body, tail = old[: goals_at + 1], old[goals_at + 1 :]
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    ended = dt.datetime.now(dt.UTC).strftime("%H:%M UTC")
     names = [name for name, _, _ in sections]
     cmd = ".venv/bin/python bench/run_all.py" + (" --quick" if quick else "")
     cmd += " --only " + " ".join(names)
@@ -279,7 +281,8 @@ def _merge(
         lines[1:1] = [
             "",
             (
-                f"Measured alone: {now}{' (quick sizes)' if quick else ''}, on the machine above; "
+                f"Measured alone: {started:%Y-%m-%d %H:%M} to {ended}"
+                f"{' (quick sizes)' if quick else ''}, on the machine above; "
                 f"load average (1, 5, 15 min) {_load(load[0])} at the start, {_load(load[1])} at "
                 f"the end. Reproduce: `{cmd}`"
             ),

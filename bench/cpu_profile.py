@@ -1,10 +1,13 @@
-"""CPU shares of the daemon from py-spy's raw (folded) output, grouped by what the code does."""
+"""The daemon under py-spy: its command, its pid, its CPU shares grouped by what the code does."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -42,15 +45,31 @@ def record_command(output: Path, command: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def profile_shares(path: Path) -> dict[str, float]:
-    """CPU shares by group from py-spy's raw (folded) output; idle stacks left out."""
+def profiled_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The pid of the process py-spy (`proc`) started: the one to measure and to stop."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        with contextlib.suppress(OSError):
+            pids = children.read_text().split()
+            if pids:
+                return int(pids[0])
+        time.sleep(0.05)
+    raise RuntimeError("py-spy started no process")
+
+
+def profile_shares(path: Path, *, without_startup: bool = False) -> dict[str, float]:
+    """CPU shares by group from py-spy's raw (folded) output; idle stacks left out.
+
+    With `without_startup`, the start-up imports are left out too (not their own line).
+    """
     totals: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         frames = stack.split(";")
-        if _idle(frames):
+        if _idle(frames) or (without_startup and any(_IMPORTING in f for f in frames)):
             continue
         totals[_group(frames)] += int(count_text)
     busy = sum(totals.values()) or 1
@@ -88,6 +107,8 @@ def _short(frame: str) -> str:
     """ "func (path/to/site-packages/pkg/mod.py:12)" -> "func (pkg/mod.py)"."""
     name, _, where = frame.partition(" (")
     where = _PATH_PREFIX.sub("", where.rstrip(")").rsplit(":", 1)[0])
+    if where == "<string>":
+        return f"{name} (generated code: a NamedTuple's or dataclass's __new__/__init__)"
     return f"{name} ({where})" if where else name
 
 
