@@ -23,7 +23,8 @@ Rounds alternate baseline, daemon, baseline, daemon, ...; the figures are median
   daemon's rows count as delivered only when the consumer acknowledges their ids. The baseline,
   subscribed to the same ack topic, keeps the daemon's two limits: `window` un-PUBACKed and at
   most `MAX_UNACKED` (4,000) waiting for the consumer's ack; timed from its first publish to the
-  last id acknowledged.
+  last id acknowledged. The consumer's CPU over each round is reported beside it (it is the
+  bottleneck of this mode).
 
 CPU per 1,000 messages (process user + system) is reported beside the rates: on a shared machine
 it is steadier than a rate. When py-spy is installed (the `bench` extra), one more daemon drain of
@@ -222,10 +223,10 @@ def _wait_pending(
 
 
 @contextlib.contextmanager
-def _sink(port: int, db: Path, *, on: bool) -> Iterator[None]:
+def _sink(port: int, db: Path, *, on: bool) -> Iterator[subprocess.Popen[bytes] | None]:
     """The reference WMS consumer with an empty store (it acks a known id at once)."""
     if not on:
-        yield
+        yield None
         return
     sink = subprocess.Popen(
         [
@@ -238,7 +239,7 @@ def _sink(port: int, db: Path, *, on: bool) -> Iterator[None]:
     )
     try:
         time.sleep(2.0)  # subscribed before the first message
-        yield
+        yield sink
     finally:
         sink.terminate()
         sink.wait(timeout=30)
@@ -371,19 +372,25 @@ def bench_mode(
         # would otherwise be handed the acks the consumer sent for the baseline's copies.
         with (
             Mosquitto(tmp / f"broker-{mode}-raw-{k}") as broker,
-            _sink(broker.port, tmp / f"wms-raw-{k}.sqlite3", on=wms),
+            _sink(broker.port, tmp / f"wms-raw-{k}.sqlite3", on=wms) as sink,
             _subscribed(broker.port, rows, tmp / f"sub-raw-{k}", on=subscribed) as sub,
         ):
             broker_cpu0 = cpu_s(broker.proc.pid) if broker.proc else 0.0
+            sink_cpu0 = cpu_s(sink.pid) if sink else 0.0
             run = run_raw(broker.port, rows, window, delivery)
+            if sink is not None:
+                run["consumer_cpu_s"] = cpu_s(sink.pid) - sink_cpu0
             raw.append(_with_subscriber(run, sub, broker, broker_cpu0))
         with (
             Mosquitto(tmp / f"broker-{mode}-daemon-{k}") as broker,
-            _sink(broker.port, tmp / f"wms-daemon-{k}.sqlite3", on=wms),
+            _sink(broker.port, tmp / f"wms-daemon-{k}.sqlite3", on=wms) as sink,
             _subscribed(broker.port, rows, tmp / f"sub-daemon-{k}", on=subscribed) as sub,
         ):
             broker_cpu0 = cpu_s(broker.proc.pid) if broker.proc else 0.0
+            sink_cpu0 = cpu_s(sink.pid) if sink else 0.0
             run = run_daemon(template, tmp / "daemon", broker.port, rows, window, delivery)
+            if sink is not None:
+                run["consumer_cpu_s"] = cpu_s(sink.pid) - sink_cpu0
             daemon.append(_with_subscriber(run, sub, broker, broker_cpu0))
     out = {
         "delivery": delivery,
@@ -395,6 +402,11 @@ def bench_mode(
             median([r["first_mark_after_start_s"] for r in daemon]), 2
         ),
     }
+    if wms:
+        for name, runs in (("raw", raw), ("daemon", daemon)):
+            out[f"{name}_consumer_cpu_ms_per_1000"] = round(
+                median([1e6 * r["consumer_cpu_s"] / rows for r in runs]), 1
+            )
     if subscribed:
         out["publisher_side"] = _rates(raw, daemon, rows, "elapsed_s")
         out |= _rates(raw, daemon, rows, "sub_elapsed_s")
@@ -521,6 +533,13 @@ def _rows(m: dict[str, Any], rows: int, window: int, rounds: int) -> list[dict[s
             f"{'id acknowledged by the same consumer' if wms else 'PUBACK'}, "
             f"same window; medians of {rounds} alternated rounds each "
             f"(daemon {m['rounds_daemon_msgs_per_s']}, raw {m['rounds_raw_msgs_per_s']} msg/s)"
+            + (
+                f"; the consumer's CPU per 1,000 movements (whole round): "
+                f"{m['daemon_consumer_cpu_ms_per_1000']} ms with the daemon, "
+                f"{m['raw_consumer_cpu_ms_per_1000']} ms with raw paho"
+                if wms
+                else ""
+            )
         ),
     }
     return [rate, _cpu_row(m, f"delivery={m['delivery']}")]
