@@ -6,6 +6,7 @@ read-only connection, its CPU and memory from /proc, its messages at the broker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -19,8 +20,11 @@ from types import TracebackType
 from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from cpu_profile import profiled_pid, record_command  # noqa: E402
 
 from gateway.buffer.store import Buffer  # noqa: E402
 from gateway.domain.movements import Evidence, Item, Movement  # noqa: E402
@@ -153,12 +157,41 @@ class ChildProcess:
 
 
 class DaemonProcess(ChildProcess):
-    """`gateway run --config FILE` as a subprocess, INFO logs as JSON lines to a file."""
+    """`gateway run --config FILE` as a subprocess, INFO logs as JSON lines to a file.
 
-    def __init__(self, config: Path, log: Path) -> None:
+    With `profile`, run under py-spy (raw folded stacks to that file); `pid` is then the
+    daemon's, and stopping it stops py-spy, which writes the file.
+    """
+
+    def __init__(self, config: Path, log: Path, profile: Path | None = None) -> None:
         command = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
-        super().__init__([*command, "--log-format", "json", "--log-level", "INFO"], log)
+        command += ["--log-format", "json", "--log-level", "INFO"]
+        super().__init__(record_command(profile, command) if profile else command, log)
         self.config = config
+        self.profile = profile
+        self._daemon_pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (py-spy's child when profiled)."""
+        if self._daemon_pid is None:
+            assert self.proc is not None
+            self._daemon_pid = profiled_pid(self.proc) if self.profile else self.proc.pid
+        return self._daemon_pid
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the daemon; when profiled, py-spy then writes its file and exits."""
+        if self.profile and self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, RuntimeError):
+                os.kill(self.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)  # py-spy writes its file once the daemon is gone
+        super().__exit__(exc_type, exc, tb)
 
 
 def pending(state_dir: Path) -> int | None:

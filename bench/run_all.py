@@ -41,6 +41,7 @@ def main() -> int:
     sections: list[tuple[str, list[Result], str]] = []
     failed = False
     load_start = os.getloadavg()
+    run_started = dt.datetime.now(dt.UTC)
     for name, adapter in BENCHES:
         if args.only and name not in args.only:
             continue
@@ -72,11 +73,17 @@ def main() -> int:
         for r in results:
             print("  ", _fmt_row(r), flush=True)
     load_end = os.getloadavg()
-    text = _readme(sections, quick=args.quick, load=(load_start, load_end))
-    # Sections the long benches write on their own runs (fleet, expected returns) are kept.
-    kept = _kept_sections(args.out.read_text(encoding="utf-8")) if args.out.exists() else []
-    if kept:
-        text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+    load = (load_start, load_end)
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    if args.only and old:
+        # Only some benches ran: their sections replace the ones of the last full run.
+        text = _merge(old, sections, quick=args.quick, load=load, started=run_started)
+    else:
+        text = _readme(sections, quick=args.quick, load=load)
+        # Sections the long benches write on their own runs (fleet, expected returns) are kept.
+        kept = _kept_sections(old)
+        if kept:
+            text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 1 if failed else 0
@@ -203,39 +210,102 @@ def _readme(
         ),
         "",
         "Each section lists, under its table, exactly what every row times. The RFID CPU shares",
-        "come from py-spy on the keep-up run, when it is installed",
+        "come from py-spy on the keep-up runs (one per stream shape), when it is installed",
         "(`scripts/setup-env test,bench`).",
         "",
     ]
     missed: list[str] = []
     for name, results, note in sections:
-        out += [f"## {name} (`bench/bench_{name}.py`, {note})", ""]
-        if not results:
-            out += [f"**Not measured:** {note}.", ""]
-            missed.append(f"{name}: not measured ({note})")
-            continue
-        out += [
-            "| measure | figure | baseline (same run) | ratio | goal | result |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in results:
-            verdict = {True: "PASS", False: "**MISS**", None: "-"}[r.get("pass")]
-            base = r.get("baseline")
-            base_txt = "-" if base is None else f"{_num(base)} {r.get('baseline_unit', '')}"
-            out.append(
-                f"| {r['name']} | {_num(r['value'])} {r['unit']} | {base_txt} | "
-                f"{'-' if r.get('ratio') is None else r['ratio']} | {r.get('goal') or '-'} | "
-                f"{verdict} |"
-            )
-            if r.get("pass") is False:
-                missed.append(
-                    f"**{name}: {r['name']}**: {_num(r['value'])} {r['unit']}, goal {r.get('goal')}"
-                )
-        notes = [r["note"] for r in results if r.get("note")]
-        out += ["", *(f"- {n}" for n in notes), ""] if notes else [""]
-    out += ["## Goals missed", ""]
-    out += [f"- MISSED {m}" for m in missed] if missed else ["None."]
+        lines, section_missed = _section(name, results, note)
+        out += lines
+        missed += section_missed
+    out += _missed_section(missed)
     return "\n".join(out) + "\n"
+
+
+def _section(name: str, results: list[Result], note: str) -> tuple[list[str], list[str]]:
+    """One bench's section (heading, table, notes) and the goals it missed."""
+    out = [f"## {name} (`bench/bench_{name}.py`, {note})", ""]
+    if not results:
+        return [*out, f"**Not measured:** {note}.", ""], [f"{name}: not measured ({note})"]
+    missed: list[str] = []
+    out += [
+        "| measure | figure | baseline (same run) | ratio | goal | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        verdict = {True: "PASS", False: "**MISS**", None: "-"}[r.get("pass")]
+        base = r.get("baseline")
+        base_txt = "-" if base is None else f"{_num(base)} {r.get('baseline_unit', '')}"
+        out.append(
+            f"| {r['name']} | {_num(r['value'])} {r['unit']} | {base_txt} | "
+            f"{'-' if r.get('ratio') is None else r['ratio']} | {r.get('goal') or '-'} | "
+            f"{verdict} |"
+        )
+        if r.get("pass") is False:
+            missed.append(
+                f"**{name}: {r['name']}**: {_num(r['value'])} {r['unit']}, goal {r.get('goal')}"
+            )
+    notes = [r["note"] for r in results if r.get("note")]
+    out += ["", *(f"- {n}" for n in notes), ""] if notes else [""]
+    return out, missed
+
+
+def _missed_section(missed: list[str]) -> list[str]:
+    return ["## Goals missed", "", *([f"- MISSED {m}" for m in missed] or ["None."])]
+
+
+_GENERATED = re.compile(r"^## (\w+) \(`bench/bench_\1\.py`", re.MULTILINE)
+_MISSED_NAME = re.compile(r"^- MISSED (?:\*\*)?(\w+):", re.MULTILINE)
+
+
+def _merge(
+    old: str,
+    sections: list[tuple[str, list[Result], str]],
+    *,
+    quick: bool,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    started: dt.datetime,
+) -> str:
+    """`old` with the sections of the benches that ran replaced, and its missed goals redone."""
+    goals_at = old.find("\n## Goals missed")
+    if goals_at < 0:
+        return _readme(sections, quick=quick, load=load)
+    body, tail = old[: goals_at + 1], old[goals_at + 1 :]
+    ended = dt.datetime.now(dt.UTC).strftime("%H:%M UTC")
+    names = [name for name, _, _ in sections]
+    cmd = ".venv/bin/python bench/run_all.py" + (" --quick" if quick else "")
+    cmd += " --only " + " ".join(names)
+    missed: list[str] = []
+    for name, results, note in sections:
+        lines, section_missed = _section(name, results, note)
+        lines[1:1] = [
+            "",
+            (
+                f"Measured alone: {started:%Y-%m-%d %H:%M} to {ended}"
+                f"{' (quick sizes)' if quick else ''}, on the machine above; "
+                f"load average (1, 5, 15 min) {_load(load[0])} at the start, {_load(load[1])} at "
+                f"the end. Reproduce: `{cmd}`"
+            ),
+        ]
+        missed += section_missed
+        text = "\n".join(lines) + "\n"
+        spans = {m.group(1): m.start() for m in _GENERATED.finditer(body)}
+        if name in spans:
+            start = spans[name]
+            following = [at for at in spans.values() if at > start]
+            end = min(following, default=len(body))
+            body = body[:start] + text + body[end:]
+        else:
+            body = body + text
+    # The goals missed by the sections kept from the last full run stay listed.
+    goals_end = tail.find("\n<!-- ")
+    kept_tail = tail[goals_end:] if goals_end >= 0 else "\n"
+    for line in tail[: goals_end if goals_end >= 0 else len(tail)].splitlines():
+        found = _MISSED_NAME.match(line)
+        if found and found.group(1) not in names:
+            missed.append(line.removeprefix("- MISSED "))
+    return body + "\n".join(_missed_section(missed)) + "\n" + kept_tail
 
 
 if __name__ == "__main__":
