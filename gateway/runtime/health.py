@@ -204,7 +204,7 @@ class HealthServer:
         return _json(result, 200 if result.get("ok") else 409)
 
 
-USER_KEY = "gateway.user"
+USER_KEY = web.RequestKey("gateway.user", str)
 """Request key under which a login guard puts the signed-in user's name."""
 
 
