@@ -319,15 +319,10 @@ def test_tuning_page_draws_rate_and_rssi_per_antenna_and_applies_a_suggestion_on
     simulator = SimulatorThread(_scenario(), speed=1.0)  # five tags parked before all 4 antennas
     with simulator as sim:
         config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
-        with config.open("a", encoding="utf-8") as extra:
-            extra.write("[console]\nparked_after_s = 5\n")
+        _parked_after(config, 5)
         with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
             daemon.wait_for_log("health_listening")
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            # A CSP refusal (an inline script or style) shows only as a console error.
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page, errors = _watched_page(browser)
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator(f"#readers-table tr[data-reader='{READER}'] a").click()
             page.wait_for_url(f"**/console/tuning/{READER}")
@@ -427,14 +422,10 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
     simulator = SimulatorThread(_scenario(), speed=1.0)
     with simulator as sim:
         config = _config(tmp_path, broker, sim_port=sim.port, health_port=port)
-        with config.open("a", encoding="utf-8") as extra:
-            extra.write("[console]\nparked_after_s = 2\n")
+        _parked_after(config, 2)
         with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
             daemon.wait_for_log("health_listening")
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page, errors = _watched_page(browser)
             page.goto(f"http://127.0.0.1:{port}/console/tuning/{READER}")
             page.locator("#reads-chart g[data-antenna='1']").wait_for(timeout=30_000)
             original = _settings(sim.record.last_rospec)
@@ -506,3 +497,19 @@ def test_ab_trial_alternates_two_profiles_measures_each_and_restores_the_first(
         ("test-low", "console-trial", "rejected"),  # the apply's own rollback: no restore
     ]
     assert {h["client"] for h in history} == {"127.0.0.1"}
+
+
+def _parked_after(config: Path, seconds: float) -> None:
+    """Call a tag parked after `seconds` in view (the default two minutes is a long test)."""
+    with config.open("a", encoding="utf-8") as extra:
+        extra.write(f"[console]\nparked_after_s = {seconds}\n")
+
+
+def _watched_page(browser: Any) -> tuple[Any, list[str]]:
+    """A new page and the errors it reports: scripts' and the console's (a CSP refusal of an
+    inline script or style shows only as a console error)."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
