@@ -62,7 +62,6 @@ from cpu_profile import (  # noqa: E402
 from daemon_harness import cpu_s, median  # noqa: E402
 from rfid_portal import (  # noqa: E402
     JournalProbe,
-    SimulatorThread,
     busy_portal,
     per_tag_rate,
     thread_cpu_s,
@@ -72,6 +71,7 @@ from gateway.readers.llrp.scenario import Scenario  # noqa: E402
 from gateway.readers.llrp.simulator import LlrpSimulator  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 from tests.support.daemon import write_config  # noqa: E402
+from tests.support.llrp_sim import SimulatorThread  # noqa: E402
 from tests.support.portal import portal_profile  # noqa: E402
 from tests.support.wms import Collector  # noqa: E402
 

@@ -2,19 +2,17 @@
 
 `busy_portal` plays pallets crossing outside (1, 2) -> inside (3, 4) back to back, a few hundred
 tags in view at once, plus strays parked inside; `per_tag_rate` finds the per-tag read rate that
-offers a given number of reads per second over the whole scenario. `SimulatorThread` runs the LLRP
-simulator on its own loop in a thread of the bench process; `JournalProbe` and `thread_cpu_s`
-read the daemon from outside (its SQLite file read-only, /proc).
+offers a given number of reads per second over the whole scenario (the bench serves it with the
+tests' `SimulatorThread`); `JournalProbe` and `thread_cpu_s` read the daemon from outside (its
+SQLite file read-only, /proc).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +20,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway.readers.llrp.scenario import Pass, Scenario, ScenarioTag, sgtin96_hex  # noqa: E402
-from gateway.readers.llrp.simulator import LlrpSimulator  # noqa: E402
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STRAY_READS_PER_S = 1.0
@@ -112,37 +109,6 @@ def per_tag_rate(
             raise ValueError("the scenario is too short for a single pallet")
         rate *= wanted / pallets
     return rate
-
-
-class SimulatorThread:
-    """The LLRP simulator on its own event loop in a thread of this process."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.sim: LlrpSimulator | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="sim")
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with LlrpSimulator(self.scenario, port=0) as sim:
-            self.sim = sim
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> LlrpSimulator:
-        self._thread.start()
-        if not self._ready.wait(10) or self.sim is None:
-            raise RuntimeError("simulator did not start")
-        return self.sim
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=15)
 
 
 def thread_cpu_s(pid: int) -> dict[int, float]:

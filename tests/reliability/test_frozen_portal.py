@@ -9,25 +9,23 @@ visits over when it woke (1 receipt from 30 items); visits must close only on ti
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
-from llrpkit.emulator.core import EmulatedTag
+from llrpkit.emulator.core import EmulatedTag, LLRPEmulator
 
 from gateway.readers.llrp.scenario import sgtin96_hex
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess, buffer_stats
 from tests.support.llrpkit import CountingEmulator
-from tests.support.own_loop import run_on_own_loop
+from tests.support.own_loop import ServedInThread
 from tests.support.portal import portal_config
 from tests.support.wms import Collector
 
@@ -45,37 +43,16 @@ PALLET_EVERY_S = 9.0
 IN_DOORWAY_S = 0.7  # the freeze starts this long after the pallet entered the field
 
 
-class Door:
+class Door(ServedInThread[LLRPEmulator]):
     """The emulator on its own loop in a thread; pallets move through its field on cue."""
 
     def __init__(self) -> None:
         self.emulator = CountingEmulator(tags=[], reads_per_sec=400.0, seed=7)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: run_on_own_loop(self._serve()))
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self.emulator:
-            self._ready.set()
-            await self._stop.wait()
+        super().__init__(self.emulator, name="llrpkit-emulator")
 
     def show(self, tags: list[EmulatedTag]) -> None:
         """Put exactly these tags in the field now (the emulator reads its list each read)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(setattr, self.emulator, "tags", tags)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        assert self._ready.wait(10), "emulator did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=15)
+        self.call_soon(setattr, self.emulator, "tags", tags)
 
 
 def _pallet_epcs(pallet: int) -> list[str]:
@@ -148,8 +125,9 @@ def _receipts(collector: Collector) -> list[dict[str, Any]]:
 def test_pallets_in_the_doorway_survive_a_frozen_daemon(
     tmp_path: Path, broker: Mosquitto, trouble: str
 ) -> None:
+    door = Door()
     with (
-        Door() as door,
+        door,
         Collector(broker.port, [f"{BASE}/movements"]) as collector,
     ):
         config = _config(tmp_path, broker, door.emulator.port)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 from gateway.readers.llrp.scenario import Scenario
 from gateway.readers.llrp.simulator import LlrpSimulator
-from tests.support.own_loop import run_on_own_loop
+from tests.support.own_loop import ServedInThread
 
 # Independent SGTIN-96 partition table (TDS 1.13 table 14-2): company prefix digits per partition.
 _COMPANY_DIGITS = {0: 12, 1: 11, 2: 10, 3: 9, 4: 8, 5: 7, 6: 6}
@@ -31,36 +28,8 @@ def sgtin96(epc_hex: str) -> tuple[str, str]:
     return body + str((10 - total % 10) % 10), str(serial)
 
 
-class SimulatorThread:
+class SimulatorThread(ServedInThread[LlrpSimulator]):
     """The LLRP simulator on its own event loop in a thread, so the test can read its record."""
 
-    def __init__(self, scenario: Scenario, speed: float) -> None:
-        self.scenario = scenario
-        self.speed = speed
-        self.sim: LlrpSimulator | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="llrp-simulator")
-
-    def _main(self) -> None:
-        run_on_own_loop(self._serve())
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with LlrpSimulator(self.scenario, port=0, speed=self.speed) as sim:
-            self.sim = sim
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> LlrpSimulator:
-        self._thread.start()
-        assert self._ready.wait(10), "simulator did not start"
-        assert self.sim is not None
-        return self.sim
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=15)
+    def __init__(self, scenario: Scenario, speed: float = 1.0) -> None:
+        super().__init__(LlrpSimulator(scenario, port=0, speed=speed), name="llrp-simulator")
